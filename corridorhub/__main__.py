@@ -1,0 +1,3 @@
+from corridorhub.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""MQTT capture into the lake: decode, deduplicate, commit, then acknowledge."""

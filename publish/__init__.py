@@ -1,0 +1,1 @@
+"""Aggregation, anonymization and export of open datasets."""

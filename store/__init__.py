@@ -1,0 +1,4 @@
+"""The base layer: schema, settings, errors, lake access and the query sandbox.
+
+``store`` imports none of ``ingest``, ``api``, ``publish`` or ``corridorhub``.
+"""

@@ -1,0 +1,164 @@
+"""The settings object every part of corridorhub is handed.
+
+It is built in one place (``corridorhub.config.load_settings``: flag > ``CORRIDORHUB_<NAME>`` >
+``corridorhub.toml`` > default) and passed in; nothing else reads the environment.  Each field's
+metadata holds its help text, which the CLI and the docs show.  Secrets print as ``***``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from store.errors import ConfigError
+
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """``mqtt://[user:pass@]host:port`` or ``mqtts://...`` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS:
+            raise ConfigError(
+                f"Setting 'broker' must look like mqtt://[user:pass@]host:port or mqtts://..., got {url!r}"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"Setting 'broker' has no host: {url!r}")
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        except ValueError as exc:
+            raise ConfigError(f"Setting 'broker' has an invalid port: {exc}") from None
+        if parts.path not in ("", "/"):
+            raise ConfigError(f"Setting 'broker' must not have a path: {url!r}")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        auth = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}"
+
+
+def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"help": text, "secret": secret}
+
+
+@dataclass(frozen=True)
+class Settings:
+    lake: Path = field(default=Path("data/lake"), metadata=_help("Lake folder (Delta tables)."))
+    releases: Path = field(default=Path("data/releases"), metadata=_help("Folder of published releases."))
+    broker: str = field(
+        default="mqtt://127.0.0.1:1883", metadata=_help("mqtt://[user:pass@]host:port, or mqtts:// for TLS.")
+    )
+    ca_file: Path | None = field(default=None, metadata=_help("CA certificate file for mqtts://."))
+    mqtt_username: str | None = field(default=None, metadata=_help("MQTT user name (overrides the URL's)."))
+    mqtt_password: str | None = field(
+        default=None, repr=False, metadata=_help("MQTT password (overrides the URL's).", secret=True)
+    )
+    mqtt_version: str = field(
+        default="5", metadata=_help("MQTT protocol: 5, or 3.1.1 (also used when the broker refuses 5).")
+    )
+    topic: str = field(default="corridor/+/+/+", metadata=_help("Topic filter to subscribe to."))
+    group: str | None = field(
+        default=None, metadata=_help("Shared-subscription group: workers in one group split the load.")
+    )
+    client_id: str = field(
+        default="corridorhub-ingest",
+        metadata=_help("MQTT client id; keep it stable, the persistent session hangs on it."),
+    )
+    session_expiry_s: int = field(
+        default=86_400, metadata=_help("How long the broker keeps our session while we are away.")
+    )
+    receive_maximum: int = field(
+        default=65_535, metadata=_help("Unacknowledged messages the broker may send us (MQTT 5).")
+    )
+    flush_interval_s: float = field(
+        default=0.5, metadata=_help("Commit at least this often while messages wait.")
+    )
+    flush_rows: int = field(default=200_000, metadata=_help("Commit once this many samples wait."))
+    flush_bytes: int = field(default=32 * 2**20, metadata=_help("Commit once this many payload bytes wait."))
+    buffer_bytes: int = field(
+        default=128 * 2**20,
+        metadata=_help("Stop taking messages while this many payload bytes wait for a commit."),
+    )
+    max_payload_bytes: int = field(default=2**20, metadata=_help("Payloads above this are quarantined."))
+    status_interval_s: float = field(
+        default=10.0, metadata=_help("How often ingest logs its counters and writes its status file.")
+    )
+    log_level: str = field(default="INFO", metadata=_help("Logging level."))
+
+    def __post_init__(self) -> None:
+        BrokerAddress.parse(self.broker)
+        if self.mqtt_version not in ("5", "3.1.1"):
+            raise ConfigError(f"Setting 'mqtt_version' must be 5 or 3.1.1, got {self.mqtt_version!r}")
+        if self.group is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.group):
+            raise ConfigError(f"Setting 'group' must match [A-Za-z0-9_-]{{1,64}}, got {self.group!r}")
+        if not self.client_id or len(self.client_id) > 128:
+            raise ConfigError("Setting 'client_id' must be 1 to 128 characters")
+        for name, low, high in (
+            ("session_expiry_s", 1, 2**32 - 1),
+            ("receive_maximum", 1, 65_535),
+            ("flush_rows", 1, 10_000_000),
+            ("flush_bytes", 1024, 2**34),
+            ("buffer_bytes", 2**20, 2**36),
+            ("max_payload_bytes", 64, 256 * 2**20),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"Setting '{name}' must be between {low} and {high}, got {value}")
+        if not 0.01 <= self.flush_interval_s <= 60:
+            raise ConfigError(f"Setting 'flush_interval_s' must be between 0.01 and 60, got {self.flush_interval_s}")
+        if not 0.1 <= self.status_interval_s <= 3600:
+            raise ConfigError(
+                f"Setting 'status_interval_s' must be between 0.1 and 3600, got {self.status_interval_s}"
+            )
+        if self.buffer_bytes < self.max_payload_bytes:
+            raise ConfigError("Setting 'buffer_bytes' must be at least 'max_payload_bytes'")
+
+    @property
+    def broker_address(self) -> BrokerAddress:
+        address = BrokerAddress.parse(self.broker)
+        if self.mqtt_username is not None or self.mqtt_password is not None:
+            address = BrokerAddress(
+                address.host,
+                address.port,
+                address.tls,
+                self.mqtt_username if self.mqtt_username is not None else address.username,
+                self.mqtt_password if self.mqtt_password is not None else address.password,
+            )
+        return address
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as printable text, secrets masked."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value is not None:
+                out[f.name] = "***"
+            elif f.name == "broker":
+                out[f.name] = str(self.broker_address)
+            else:
+                out[f.name] = "" if value is None else str(value)
+        return out
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"Settings({inner})"
