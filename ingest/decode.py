@@ -1,0 +1,520 @@
+"""Turn raw MQTT messages into Arrow tables of samples, or quarantine records with a reason.
+
+Decoding never raises: whatever the bytes, every message ends up as rows, as quarantine records,
+or both (a batch keeps its good samples and quarantines each bad one on its own).
+
+The work is done per flush, not per message: samples of all messages of one stream are gathered and
+each column is built and checked as a whole (Arrow type inference, vectorized range and enum
+checks).  Only a column that fails as a whole is re-examined value by value to find the culprits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.schema import (
+    IDENTIFIER_PATTERN,
+    MAX_BATCH_SAMPLES,
+    MAX_DETAIL_BYTES,
+    QUARANTINE,
+    SCHEMAS,
+    STREAMS,
+    TIMESTAMP,
+    Column,
+)
+
+_TOPIC = re.compile(rf"corridor/({IDENTIFIER_PATTERN})/({IDENTIFIER_PATTERN})/([^/]*)")
+_TS_MIN_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+_DAY_US = 86_400_000_000
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One MQTT message as received; ``received_at_us`` is epoch microseconds (UTC)."""
+
+    topic: str
+    payload: bytes
+    received_at_us: int
+
+
+@dataclass
+class DecodedBatch:
+    """What a list of messages decodes to: rows per stream and quarantine records."""
+
+    rows: dict[str, pa.Table]
+    quarantine: pa.Table
+
+    @property
+    def row_count(self) -> int:
+        return sum(t.num_rows for t in self.rows.values())
+
+
+@dataclass
+class _Topic:
+    operator: str | None
+    device_id: str | None
+    stream: str | None
+    reason: str | None = None
+    message: str = ""
+
+
+@dataclass
+class _Quarantine:
+    received_at: list[int] = field(default_factory=list)
+    topic: list[str] = field(default_factory=list)
+    operator: list[str | None] = field(default_factory=list)
+    device_id: list[str | None] = field(default_factory=list)
+    stream: list[str | None] = field(default_factory=list)
+    payload: list[bytes] = field(default_factory=list)
+    sample_index: list[int | None] = field(default_factory=list)
+    reason: list[str] = field(default_factory=list)
+    message: list[str] = field(default_factory=list)
+
+    def add(
+        self, msg: RawMessage, topic: _Topic, payload: bytes, index: int | None, reason: str, text: str
+    ) -> None:
+        self.received_at.append(msg.received_at_us)
+        self.topic.append(msg.topic)
+        self.operator.append(topic.operator)
+        self.device_id.append(topic.device_id)
+        self.stream.append(topic.stream)
+        self.payload.append(payload)
+        self.sample_index.append(index)
+        self.reason.append(reason)
+        self.message.append(text)
+
+    def table(self) -> pa.Table:
+        schema = SCHEMAS[QUARANTINE].arrow
+        received = pa.array(self.received_at, pa.int64()).cast(TIMESTAMP)
+        columns = {
+            "received_at": received,
+            "topic": pa.array(self.topic, pa.string()),
+            "operator": pa.array(self.operator, pa.string()),
+            "device_id": pa.array(self.device_id, pa.string()),
+            "stream": pa.array(self.stream, pa.string()),
+            "payload": pa.array(self.payload, pa.binary()),
+            "sample_index": pa.array(self.sample_index, pa.int32()),
+            "reason": pa.array(self.reason, pa.string()),
+            "message": pa.array(self.message, pa.string()),
+            "date": received.cast(pa.date32()),
+        }
+        return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+@dataclass
+class _StreamRows:
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    message: list[int] = field(default_factory=list)  # index into the message list
+    index: list[int | None] = field(default_factory=list)  # position within a batch array
+
+
+class Decoder:
+    """Decodes lists of messages; keeps a cache of parsed topics (devices repeat them)."""
+
+    def __init__(self, max_payload_bytes: int = 2**20, topic_cache_size: int = 100_000) -> None:
+        self.max_payload_bytes = max_payload_bytes
+        self._topics: dict[str, _Topic] = {}
+        self._topic_cache_size = topic_cache_size
+
+    def topic(self, topic: str) -> _Topic:
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            parsed = _parse_topic(topic)
+            if len(self._topics) >= self._topic_cache_size:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        return parsed
+
+    def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        quarantine = _Quarantine()
+        per_stream = {s: _StreamRows() for s in STREAMS}
+        topics: list[_Topic] = []
+        for i, msg in enumerate(messages):
+            topic = self.topic(msg.topic)
+            topics.append(topic)
+            if topic.reason is not None:
+                quarantine.add(msg, topic, msg.payload, None, topic.reason, topic.message)
+                continue
+            self._split_payload(i, msg, topic, per_stream[topic.stream or ""], quarantine)
+        rows = {}
+        for stream, gathered in per_stream.items():
+            if gathered.samples:
+                rows[stream] = _build_stream(stream, gathered, messages, topics, quarantine)
+        return DecodedBatch(rows=rows, quarantine=quarantine.table())
+
+    def _split_payload(
+        self, i: int, msg: RawMessage, topic: _Topic, into: _StreamRows, quarantine: _Quarantine
+    ) -> None:
+        payload = msg.payload
+        if not payload:
+            quarantine.add(msg, topic, payload, None, "empty_payload", "payload is empty")
+            return
+        if len(payload) > self.max_payload_bytes:
+            quarantine.add(
+                msg,
+                topic,
+                payload[: self.max_payload_bytes],
+                None,
+                "payload_too_large",
+                f"payload is {len(payload)} bytes, limit {self.max_payload_bytes} (stored truncated)",
+            )
+            return
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            reason, text = _classify_json_error(payload, exc)
+            quarantine.add(msg, topic, payload, None, reason, text)
+            return
+        if isinstance(value, dict):
+            into.samples.append(value)
+            into.message.append(i)
+            into.index.append(None)
+            return
+        if not isinstance(value, list):
+            kind = type(value).__name__ if value is not None else "null"
+            quarantine.add(msg, topic, payload, None, "not_an_object", f"payload is a JSON {kind}")
+            return
+        if not value:
+            quarantine.add(msg, topic, payload, None, "empty_batch", "batch array is empty")
+            return
+        if len(value) > MAX_BATCH_SAMPLES:
+            quarantine.add(
+                msg,
+                topic,
+                payload,
+                None,
+                "batch_too_large",
+                f"batch holds {len(value)} samples, limit {MAX_BATCH_SAMPLES}",
+            )
+            return
+        if all(type(sample) is dict for sample in value):
+            into.samples.extend(value)
+            into.message.extend([i] * len(value))
+            into.index.extend(range(len(value)))
+            return
+        for j, sample in enumerate(value):
+            if isinstance(sample, dict):
+                into.samples.append(sample)
+                into.message.append(i)
+                into.index.append(j)
+            else:
+                kind = type(sample).__name__ if sample is not None else "null"
+                quarantine.add(
+                    msg, topic, orjson.dumps(sample), j, "not_an_object", f"sample {j} is a JSON {kind}"
+                )
+
+
+def _parse_topic(topic: str) -> _Topic:
+    match = _TOPIC.fullmatch(topic)
+    if match is None:
+        return _Topic(None, None, None, "bad_topic", f"topic {topic[:200]!r} is not corridor/operator/device/stream")
+    operator, device_id, stream = match.groups()
+    if stream not in STREAMS:
+        return _Topic(
+            operator, device_id, None, "unknown_stream", f"stream {stream[:64]!r} is not one of {', '.join(STREAMS)}"
+        )
+    return _Topic(operator, device_id, stream)
+
+
+def _classify_json_error(payload: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return "not_utf8", f"payload is not UTF-8: {err.reason} at byte {err.start}"
+
+    def _refuse_constant(name: str) -> float:
+        raise _NonFinite(name)
+
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except _NonFinite as nf:
+        return "non_finite_number", f"payload holds {nf.args[0]}, which JSON does not allow"
+    except (ValueError, RecursionError):
+        pass
+    return "invalid_json", f"payload is not valid JSON: {str(exc)[:200]}"
+
+
+class _NonFinite(Exception):
+    pass
+
+
+class _LazyValues:
+    """One field of every sample, read from the dicts only when a slow path or a message needs it."""
+
+    def __init__(self, samples: list[dict[str, Any]], name: str) -> None:
+        self._samples = samples
+        self._name = name
+        self._values: list[Any] | None = None
+
+    def list(self) -> list[Any]:
+        if self._values is None:
+            self._values = [s.get(self._name) for s in self._samples]
+        return self._values
+
+    def __getitem__(self, row: int) -> Any:
+        return self._samples[row].get(self._name)
+
+    def __iter__(self) -> Any:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+class _Checks:
+    """Per-row first failing reason for one stream's gathered samples."""
+
+    def __init__(self, n: int) -> None:
+        self.reason: list[str | None] = [None] * n
+        self.text: list[str] = [""] * n
+        self.bad = np.zeros(n, dtype=bool)
+
+    def fail(self, rows: np.ndarray | Sequence[int], reason: str, describe: Any) -> None:
+        for r in rows:
+            r = int(r)
+            if not self.bad[r]:
+                self.bad[r] = True
+                self.reason[r] = reason
+                self.text[r] = describe(r)
+
+    def fail_mask(self, mask: np.ndarray, reason: str, describe: Any) -> None:
+        self.fail(np.flatnonzero(mask & ~self.bad), reason, describe)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _infer(values: list[Any]) -> pa.Array | None:
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+
+
+def _column_values(
+    column: Column, inferred: pa.Array | None, values: _LazyValues, checks: _Checks
+) -> pa.Array:
+    """An Arrow array of the column's type; values of the wrong JSON type fail their row and become null.
+
+    ``inferred`` is Arrow's own reading of the values (None when they did not convert as one type);
+    only when it is not of an acceptable type are the values examined one by one.
+    """
+    name = column.name
+    target = column.type
+    if inferred is not None:
+        t = inferred.type
+        if pa.types.is_null(t):
+            return pa.nulls(len(values), target)
+        if target == pa.float64() and (pa.types.is_int64(t) or pa.types.is_float64(t)):
+            return inferred.cast(target)
+        if target == pa.int64() and pa.types.is_int64(t):
+            return inferred
+        if target == pa.string() and pa.types.is_string(t):
+            return inferred
+    # Slow path: find the values of the wrong type, one by one.
+    clean: list[Any] = []
+    for r, v in enumerate(values):
+        ok = v is None
+        if not ok:
+            if target == pa.float64():
+                ok = type(v) in (int, float) and (type(v) is float or _INT64_MIN <= v <= _INT64_MAX)
+                if ok and type(v) is int:
+                    v = float(v)
+            elif target == pa.int64():
+                ok = type(v) is int and _INT64_MIN <= v <= _INT64_MAX
+            elif target == pa.string():
+                ok = type(v) is str
+                if not ok and name == "cell_id" and type(v) is int:
+                    v, ok = str(v), True
+        if ok:
+            clean.append(v)
+        else:
+            clean.append(None)
+            reason = "out_of_range" if type(v) is int else "wrong_type"
+            checks.fail([r], reason, lambda _r, v=v: f"{name} is a JSON {_kind(v)}: {str(v)[:80]}")
+    return pa.array(clean, target)
+
+
+def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) -> pa.Array:
+    """Epoch microseconds (int64) from RFC 3339 text or integer epoch milliseconds."""
+    if inferred is not None and pa.types.is_int64(inferred.type):
+        return _epoch_ms_to_us(inferred, values, checks)
+    if inferred is not None and pa.types.is_string(inferred.type):
+        try:
+            return inferred.cast(TIMESTAMP).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    out: list[int | None] = []
+    for r, v in enumerate(values):
+        us: int | None = None
+        if type(v) is int:
+            if -(2**53) <= v <= 2**53:
+                us = v * 1000
+            else:
+                checks.fail([r], "ts_out_of_range", lambda _r, v=v: f"ts {v} is out of range")
+        elif type(v) is str:
+            try:
+                us = pa.array([v]).cast(TIMESTAMP).cast(pa.int64())[0].as_py()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                checks.fail(
+                    [r],
+                    "invalid_ts",
+                    lambda _r, v=v: f"ts {v[:60]!r} is not RFC 3339 with an offset",
+                )
+        elif v is not None:
+            checks.fail([r], "invalid_ts", lambda _r, v=v: f"ts is a JSON {_kind(v)}, not text or integer")
+        out.append(us)
+    return pa.array(out, pa.int64())
+
+
+def _epoch_ms_to_us(ms: pa.Array, values: _LazyValues, checks: _Checks) -> pa.Array:
+    np_ms = ms.to_numpy(zero_copy_only=False)
+    too_big = np.abs(np.nan_to_num(np_ms.astype("float64"), nan=0)) > 2**53
+    if too_big.any():
+        checks.fail_mask(too_big, "ts_out_of_range", lambda r: f"ts {values[r]} is out of range")
+        ms = pc.if_else(pa.array(too_big), pa.scalar(None, pa.int64()), ms)
+    return pc.multiply(ms, 1000)
+
+
+def _build_stream(
+    stream: str,
+    gathered: _StreamRows,
+    messages: Sequence[RawMessage],
+    topics: Sequence[_Topic],
+    quarantine: _Quarantine,
+) -> pa.Table:
+    schema = SCHEMAS[stream]
+    samples = gathered.samples
+    n = len(samples)
+    checks = _Checks(n)
+    payload_columns = schema.payload_columns
+    known = frozenset(c.name for c in payload_columns)
+    arrays: dict[str, pa.Array] = {}
+
+    # Arrow reads all samples at once into a struct when every field has one JSON type throughout;
+    # otherwise each column is read on its own.
+    struct = _infer(samples)
+    struct_fields = set(struct.type.names) if struct is not None else set()
+    for column in payload_columns:
+        values = _LazyValues(samples, column.name)
+        if struct is None:
+            inferred = _infer(values.list())
+        elif column.name in struct_fields:
+            inferred = struct.field(column.name)
+        else:
+            inferred = pa.nulls(n)
+        if column.name == "ts":
+            arrays["ts"] = _ts_values(inferred, values, checks)
+        else:
+            arrays[column.name] = _column_values(column, inferred, values, checks)
+        _check_column(column, arrays[column.name], values, checks)
+
+    message_index = np.asarray(gathered.message, dtype=np.int64)
+    received = np.fromiter((m.received_at_us for m in messages), dtype=np.int64, count=len(messages))[
+        message_index
+    ]
+    ts_us = arrays["ts"].to_numpy(zero_copy_only=False)
+    ts_valid = ~np.isnan(ts_us.astype("float64"))
+    ts_int = np.where(ts_valid, np.nan_to_num(ts_us.astype("float64")), 0).astype(np.int64)
+    out_of_range = ts_valid & ((ts_int < _TS_MIN_US) | (ts_int > received + _DAY_US))
+    checks.fail_mask(
+        out_of_range,
+        "ts_out_of_range",
+        lambda r: f"ts {samples[r].get('ts')!r} is before 2000 or more than a day after receipt",
+    )
+
+    bad = checks.bad
+    for r in np.flatnonzero(bad):
+        m = gathered.message[r]
+        quarantine.add(
+            messages[m],
+            topics[m],
+            orjson.dumps(samples[r]) if gathered.index[r] is not None else messages[m].payload,
+            gathered.index[r],
+            checks.reason[r] or "wrong_type",
+            checks.text[r],
+        )
+
+    keep = ~bad
+    keep_idx = np.flatnonzero(keep)
+    kept = pa.array(keep)
+    if struct is not None and struct_fields <= known:
+        extra = pa.nulls(len(keep_idx), pa.string())
+    else:
+        extra = pa.array(
+            [
+                orjson.dumps({k: v for k, v in samples[r].items() if k not in known}).decode()
+                if not known.issuperset(samples[r])
+                else None
+                for r in keep_idx
+            ],
+            pa.string(),
+        )
+    kept_messages = pa.array(message_index[keep_idx])
+    operator = pa.array([t.operator for t in topics], pa.string()).take(kept_messages)
+    device = pa.array([t.device_id for t in topics], pa.string()).take(kept_messages)
+    ts = arrays["ts"].filter(kept).cast(TIMESTAMP)
+    columns: dict[str, pa.Array] = {
+        "operator": operator,
+        "device_id": device,
+        "extra": extra,
+        "received_at": pa.array(received[keep_idx]).cast(TIMESTAMP),
+        "date": ts.cast(pa.date32()),
+    }
+    for column in payload_columns:
+        if column.name != "ts":
+            columns[column.name] = arrays[column.name].filter(kept)
+    columns["ts"] = ts
+    arrow_schema = schema.arrow
+    return pa.table([columns[f.name] for f in arrow_schema], schema=arrow_schema)
+
+
+def _check_column(column: Column, array: pa.Array, values: _LazyValues, checks: _Checks) -> None:
+    name = column.name
+    if column.required:
+        # Values of the wrong type are null here too, but their rows have failed already.
+        missing = array.is_null().to_numpy(zero_copy_only=False)
+        checks.fail_mask(missing, "missing_field", lambda r: f"{name} is missing")
+    if column.minimum is not None or column.maximum is not None:
+        nums = array.to_numpy(zero_copy_only=False).astype("float64")
+        with np.errstate(invalid="ignore"):
+            low = nums < column.minimum if column.minimum is not None else np.zeros(len(nums), bool)
+            if column.maximum is None:
+                high = np.zeros(len(nums), bool)
+            elif column.maximum_exclusive:
+                high = nums >= column.maximum
+            else:
+                high = nums > column.maximum
+        bound = f"[{column.minimum}, {column.maximum}{')' if column.maximum_exclusive else ']'}"
+        checks.fail_mask(low | high, "out_of_range", lambda r: f"{name} {values[r]} is outside {bound}")
+    if column.allowed:
+        allowed = pa.array(column.allowed, pa.string())
+        invalid = pc.and_(pc.is_valid(array), pc.invert(pc.is_in(array, value_set=allowed)))
+        checks.fail_mask(
+            invalid.to_numpy(zero_copy_only=False),
+            "invalid_value",
+            lambda r: f"{name} {str(values[r])[:60]!r} is not one of {', '.join(column.allowed)}",
+        )
+    if name == "detail":
+        too_long = pc.fill_null(pc.greater(pc.binary_length(array), MAX_DETAIL_BYTES), False)
+        checks.fail_mask(
+            too_long.to_numpy(zero_copy_only=False),
+            "invalid_value",
+            lambda r: f"detail is longer than {MAX_DETAIL_BYTES} bytes",
+        )
