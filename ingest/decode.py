@@ -153,6 +153,22 @@ class Decoder:
                 rows[stream] = _build_stream(stream, gathered, messages, topics, quarantine)
         return DecodedBatch(rows=rows, quarantine=quarantine.table())
 
+    def decode_or_quarantine(self, message: RawMessage) -> DecodedBatch:
+        """Decode one message; should the decoder itself fail, quarantine it as internal_error."""
+        try:
+            return self.decode([message])
+        except Exception as exc:  # noqa: BLE001 - the one place a decoder bug is turned into data
+            quarantine = _Quarantine()
+            quarantine.add(
+                message,
+                _Topic(None, None, None),
+                message.payload,
+                None,
+                "internal_error",
+                f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+            return DecodedBatch(rows={}, quarantine=quarantine.table())
+
     def _split_payload(
         self, i: int, msg: RawMessage, topic: _Topic, into: _StreamRows, quarantine: _Quarantine
     ) -> None:

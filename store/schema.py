@@ -302,6 +302,7 @@ QUARANTINE_REASONS: Mapping[str, str] = {
     "invalid_value": "a text field is not one of its allowed values, or is too long",
     "invalid_ts": "ts is neither RFC 3339 with an offset nor integer epoch milliseconds",
     "ts_out_of_range": "ts is before 2000-01-01 or more than one day after receipt",
+    "internal_error": "the hub failed to decode this message (a bug: the log has the traceback)",
 }
 
 _QUARANTINE_COLUMNS: tuple[Column, ...] = (

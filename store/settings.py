@@ -93,7 +93,7 @@ class Settings:
     flush_interval_s: float = field(
         default=0.5, metadata=_help("Commit at least this often while messages wait.")
     )
-    flush_rows: int = field(default=200_000, metadata=_help("Commit once this many samples wait."))
+    flush_messages: int = field(default=50_000, metadata=_help("Commit once this many messages wait."))
     flush_bytes: int = field(default=32 * 2**20, metadata=_help("Commit once this many payload bytes wait."))
     buffer_bytes: int = field(
         default=128 * 2**20,
@@ -116,7 +116,7 @@ class Settings:
         for name, low, high in (
             ("session_expiry_s", 1, 2**32 - 1),
             ("receive_maximum", 1, 65_535),
-            ("flush_rows", 1, 10_000_000),
+            ("flush_messages", 1, 10_000_000),
             ("flush_bytes", 1024, 2**34),
             ("buffer_bytes", 2**20, 2**36),
             ("max_payload_bytes", 64, 256 * 2**20),

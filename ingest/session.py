@@ -1,0 +1,232 @@
+"""The MQTT side of ingest: one paho-mqtt 2.x client with a persistent session and manual acks.
+
+- MQTT 5 by default: ``clean_start=False`` with a Session Expiry Interval (expiry 0 would keep no
+  session at all), and a large Receive Maximum, since with acknowledge-after-commit every message of a
+  flush is unacknowledged at once.  MQTT 3.1.1 on request, or when the broker refuses 5.
+- QoS 1 subscription to ``corridor/+/+/+`` or, with a group, ``$share/{group}/corridor/+/+/+``.
+- Reconnects with backoff (paho's own loop), resubscribing on every connect.
+- A message id is only meaningful on the connection it came on: every delivery carries the
+  connection's generation and acknowledgements for an older generation are skipped (the broker
+  redelivers those, and dedup drops them).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ingest.buffer import Delivery
+from ingest.decode import RawMessage
+from ingest.status import IngestCounters
+from store.errors import BrokerError
+from store.settings import Settings
+
+log = logging.getLogger("corridorhub.ingest")
+
+_UNSUPPORTED_PROTOCOL = 132  # CONNACK reason code in MQTT 5
+_V311_REFUSED_PROTOCOL = 1  # CONNACK return code in MQTT 3.1.1
+
+
+def subscription_topic(settings: Settings) -> str:
+    if settings.group:
+        return f"$share/{settings.group}/{settings.topic}"
+    return settings.topic
+
+
+class BrokerSession:
+    """Owns the paho client; hands each message to ``on_delivery`` (which may block: backpressure)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_delivery: Callable[[Delivery], None],
+        counters: IngestCounters,
+    ) -> None:
+        self.settings = settings
+        self.address = settings.broker_address
+        self.on_delivery = on_delivery
+        self.counters = counters
+        self.generation = 0
+        self.protocol = MQTTProtocolVersion.MQTTv5 if settings.mqtt_version == "5" else MQTTProtocolVersion.MQTTv311
+        self._connack = threading.Event()
+        self._refused_reason: str | None = None
+        self._client: mqtt.Client | None = None
+        self._ack_lock = threading.Lock()
+        self._stopping = False
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        v5 = self.protocol is MQTTProtocolVersion.MQTTv5
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.settings.client_id,
+            clean_session=None if v5 else False,
+            protocol=self.protocol,
+            manual_ack=True,
+        )
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            ca = str(self.settings.ca_file) if self.settings.ca_file else None
+            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _connect_properties(self) -> Properties | None:
+        if self.protocol is not MQTTProtocolVersion.MQTTv5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        props.ReceiveMaximum = self.settings.receive_maximum
+        return props
+
+    def start(self, first_connect_timeout_s: float = 10.0) -> None:
+        """Connect (falling back to MQTT 3.1.1 if the broker refuses 5) and start the network thread.
+
+        An unreachable broker is not fatal: paho keeps retrying with backoff, and we log it.
+        """
+        self._launch()
+        if self._connack.wait(first_connect_timeout_s):
+            return
+        if self._refused_reason == "protocol" and self.protocol is MQTTProtocolVersion.MQTTv5:
+            log.warning("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.address)
+            self.stop(disconnect=False)
+            self.protocol = MQTTProtocolVersion.MQTTv311
+            self._refused_reason = None
+            self._launch()
+            if self._connack.wait(first_connect_timeout_s):
+                return
+        if self._refused_reason == "auth":
+            self.stop(disconnect=False)
+            raise BrokerError(f"broker {self.address} refused our credentials")
+        log.warning("broker %s not reachable yet; retrying in the background", self.address)
+
+    def _launch(self) -> None:
+        self._connack.clear()
+        self._stopping = False
+        client = self._client = self._new_client()
+        client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=30,
+            clean_start=False,
+            properties=self._connect_properties(),
+        )
+        client.loop_start()
+
+    def stop(self, *, disconnect: bool = True) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._stopping = True
+        if disconnect:
+            client.disconnect()
+        client.loop_stop()
+        self._client = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected()
+
+    # -- callbacks (never raise) -------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            value = reason.value
+            if value in (_UNSUPPORTED_PROTOCOL, _V311_REFUSED_PROTOCOL):
+                self._refused_reason = "protocol"
+                client.disconnect()
+            elif value in (4, 5, 134, 135):
+                self._refused_reason = "auth"
+                client.disconnect()
+            log.error("broker %s refused the connection: %s", self.address, reason)
+            return
+        self.generation += 1
+        with self.counters.lock:
+            self.counters.connected = True
+            self.counters.connects += 1
+            self.counters.protocol = "5" if self.protocol is MQTTProtocolVersion.MQTTv5 else "3.1.1"
+        topic = subscription_topic(self.settings)
+        result, _mid = client.subscribe(topic, qos=1)
+        log.info(
+            "connected to %s (MQTT %s, session %s); subscribing to %s",
+            self.address,
+            self.counters.protocol,
+            "resumed" if flags.session_present else "new",
+            topic,
+        )
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("subscribe to %s failed: %s", topic, mqtt.error_string(result))
+        self._connack.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        for code in reason_codes:
+            if code.is_failure:
+                log.error("broker refused the subscription: %s", code)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self.counters.lock:
+            was_connected = self.counters.connected
+            self.counters.connected = False
+        if not self._connack.is_set() and self._refused_reason is None and self.protocol is MQTTProtocolVersion.MQTTv5:
+            # The socket opened but no CONNACK came: some brokers just hang up on MQTT 5.
+            self._refused_reason = "protocol"
+        if was_connected and not self._stopping:
+            log.warning("disconnected from %s: %s; reconnecting", self.address, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        raw = RawMessage(message.topic, message.payload, time.time_ns() // 1000)
+        self.on_delivery(Delivery(raw, message.mid, message.qos, self.generation))
+
+    # -- acknowledging -----------------------------------------------------------------------------
+
+    def ack(self, deliveries: Iterable[Delivery]) -> int:
+        """PUBACK every delivery of the current connection, in order of receipt; returns how many."""
+        client = self._client
+        if client is None:
+            return 0
+        generation = self.generation
+        sent = 0
+        with self._ack_lock:
+            for d in deliveries:
+                if d.qos and d.generation == generation:
+                    if client.ack(d.mid, d.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        sent += 1
+                elif not d.qos:
+                    sent += 1
+        return sent

@@ -1,0 +1,157 @@
+"""Ingest counters, logged periodically and written beside the lake for the API to serve.
+
+Each worker writes ``{lake}/_hub/ingest/{client_id}.json`` atomically (write, fsync, rename): the
+API reads these files and shares no other state with ingest.  Commit latency is kept as a Prometheus
+style cumulative histogram so the API can expose it as is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.dedup import Deduplicator
+
+log = logging.getLogger("corridorhub.ingest")
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATUS_DIR = Path("_hub") / "ingest"
+
+
+@dataclass
+class IngestCounters:
+    """Everything a worker counts; updated by the commit thread, read by the status writer."""
+
+    client_id: str
+    started_at: float = field(default_factory=time.time)
+    messages_received: int = 0
+    messages_acked: int = 0
+    bytes_received: int = 0
+    rows: Counter[str] = field(default_factory=Counter)  # committed rows per stream
+    quarantined: Counter[str] = field(default_factory=Counter)  # per reason code
+    duplicates_dropped: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    last_commit_at: float | None = None
+    last_commit_s: float | None = None
+    commit_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    commit_latency_sum_s: float = 0.0
+    buffer_messages: int = 0
+    buffer_bytes: int = 0
+    connected: bool = False
+    connects: int = 0
+    protocol: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commits += 1
+        self.last_commit_at = time.time()
+        self.last_commit_s = seconds
+        self.commit_latency_sum_s += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                self.commit_latency_buckets[i] += 1
+                break
+        else:
+            self.commit_latency_buckets[-1] += 1
+
+    def snapshot(self, dedup: Deduplicator | None = None) -> dict[str, Any]:
+        with self.lock:
+            out: dict[str, Any] = {
+                "client_id": self.client_id,
+                "pid": os.getpid(),
+                "written_at": time.time(),
+                "started_at": self.started_at,
+                "connected": self.connected,
+                "connects": self.connects,
+                "protocol": self.protocol,
+                "messages_received": self.messages_received,
+                "messages_acked": self.messages_acked,
+                "bytes_received": self.bytes_received,
+                "rows": dict(self.rows),
+                "quarantined": dict(self.quarantined),
+                "duplicates_dropped": self.duplicates_dropped,
+                "commits": self.commits,
+                "commit_failures": self.commit_failures,
+                "last_commit_at": self.last_commit_at,
+                "last_commit_s": self.last_commit_s,
+                "commit_latency": {
+                    "buckets_s": list(LATENCY_BUCKETS_S),
+                    "counts": list(self.commit_latency_buckets),
+                    "sum_s": self.commit_latency_sum_s,
+                },
+                "buffer_messages": self.buffer_messages,
+                "buffer_bytes": self.buffer_bytes,
+            }
+        if dedup is not None:
+            out["devices"] = device_table(dedup)
+            out["seq_missing_total"] = sum(d["seq_missing"] for d in out["devices"])
+        return out
+
+
+def device_table(dedup: Deduplicator) -> list[dict[str, Any]]:
+    """Per device and stream: last seen, samples accepted, and seq values missing (gaps)."""
+    rows = []
+    for (operator, device_id, stream), track in sorted(dedup.tracks.items()):
+        rows.append(
+            {
+                "operator": operator,
+                "device_id": device_id,
+                "stream": stream,
+                "last_seen_at": track.last_seen_us / 1e6 if track.last_seen_us else None,
+                "samples": track.accepted + track.too_old + len(track.ts_seen),
+                "seq_low": track.low,
+                "seq_high": track.high if track.low is not None else None,
+                "seq_missing": track.missing,
+            }
+        )
+    return rows
+
+
+def write_status(lake_root: Path, snapshot: dict[str, Any]) -> Path:
+    """Write the worker's status file atomically; returns its path."""
+    folder = lake_root / STATUS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in snapshot["client_id"])
+    path = folder / f"{safe_id}.json"
+    tmp = path.with_suffix(f".json.tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(snapshot, fh, separators=(",", ":"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_statuses(lake_root: Path) -> list[dict[str, Any]]:
+    """Every worker's last status (for the API and the demo summary); unreadable files are skipped."""
+    out = []
+    folder = lake_root / STATUS_DIR
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            log.warning("status file %s unreadable: %s", path, exc)
+    return out
+
+
+def log_line(snapshot: dict[str, Any]) -> str:
+    rows = snapshot["rows"]
+    quarantined = sum(snapshot["quarantined"].values())
+    return (
+        f"msgs={snapshot['messages_received']} acked={snapshot['messages_acked']} "
+        f"rows state={rows.get('state', 0)} event={rows.get('event', 0)} network={rows.get('network', 0)} "
+        f"quarantined={quarantined} dup={snapshot['duplicates_dropped']} "
+        f"missing_seq={snapshot.get('seq_missing_total', 0)} commits={snapshot['commits']} "
+        f"last_commit_s={snapshot['last_commit_s'] or 0:.3f} buffer={snapshot['buffer_messages']}msgs/"
+        f"{snapshot['buffer_bytes'] // 1024}KiB connected={snapshot['connected']}"
+    )
