@@ -31,5 +31,7 @@ lake_option = click.option(
     "--lake", type=click.Path(file_okay=False), default=None, help="Lake folder [default: ./data/lake]."
 )
 broker_option = click.option(
-    "--broker", default=None, help="mqtt://[user:pass@]host:port or mqtts://... [default: mqtt://127.0.0.1:1883]."
+    "--broker",
+    default=None,
+    help="mqtt://[user:pass@]host:port or mqtts://... [default: mqtt://127.0.0.1:1883].",
 )

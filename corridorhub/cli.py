@@ -61,4 +61,3 @@ _register()
 
 def main() -> None:
     cli(prog_name="corridorhub")
-

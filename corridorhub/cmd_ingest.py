@@ -23,7 +23,9 @@ from ingest import Ingestor
     help="MQTT client id, stable across restarts (the persistent session hangs on it) "
     "[default: corridorhub-ingest].",
 )
-@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default=None, help="CA file for mqtts://.")
+@click.option(
+    "--ca-file", type=click.Path(dir_okay=False, exists=True), default=None, help="CA file for mqtts://."
+)
 @click.option("--username", "mqtt_username", default=None, help="MQTT user name (overrides the URL's).")
 @click.option(
     "--password",
@@ -31,11 +33,21 @@ from ingest import Ingestor
     default=None,
     help="MQTT password (overrides the URL's; prefer CORRIDORHUB_MQTT_PASSWORD).",
 )
-@click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default=None, help="MQTT protocol [default: 5].")
-@click.option("--flush-interval", "flush_interval_s", type=float, default=None, help="Seconds between commits [0.5].")
-@click.option("--status-interval", "status_interval_s", type=float, default=None, help="Seconds between status logs [10].")
+@click.option(
+    "--mqtt-version", type=click.Choice(["5", "3.1.1"]), default=None, help="MQTT protocol [default: 5]."
+)
+@click.option(
+    "--flush-interval", "flush_interval_s", type=float, default=None, help="Seconds between commits [0.5]."
+)
+@click.option(
+    "--status-interval",
+    "status_interval_s",
+    type=float,
+    default=None,
+    help="Seconds between status logs [10].",
+)
 @click.pass_context
-def command(ctx: click.Context, **flags: object) -> None:
+def command(ctx: click.Context, /, **flags: object) -> None:
     """Capture MQTT telemetry into the lake, acknowledging each message only after its commit.
 
     Subscribes with QoS 1 and a persistent session; bad payloads go to the quarantine table with a

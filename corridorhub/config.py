@@ -90,7 +90,9 @@ def load_settings(
     kinds = _field_types()
     if config_file is None:
         env_file = environ.get(f"{ENV_PREFIX}CONFIG")
-        config_file = Path(env_file) if env_file else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+        config_file = (
+            Path(env_file) if env_file else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+        )
     file_values = _read_toml(config_file) if config_file is not None else {}
     unknown = sorted(set(file_values) - set(kinds))
     if unknown:

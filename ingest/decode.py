@@ -234,11 +234,17 @@ class Decoder:
 def _parse_topic(topic: str) -> _Topic:
     match = _TOPIC.fullmatch(topic)
     if match is None:
-        return _Topic(None, None, None, "bad_topic", f"topic {topic[:200]!r} is not corridor/operator/device/stream")
+        return _Topic(
+            None, None, None, "bad_topic", f"topic {topic[:200]!r} is not corridor/operator/device/stream"
+        )
     operator, device_id, stream = match.groups()
     if stream not in STREAMS:
         return _Topic(
-            operator, device_id, None, "unknown_stream", f"stream {stream[:64]!r} is not one of {', '.join(STREAMS)}"
+            operator,
+            device_id,
+            None,
+            "unknown_stream",
+            f"stream {stream[:64]!r} is not one of {', '.join(STREAMS)}",
         )
     return _Topic(operator, device_id, stream)
 
@@ -311,9 +317,14 @@ class _Checks:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def _infer(values: list[Any]) -> pa.Array | None:

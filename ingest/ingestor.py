@@ -24,8 +24,9 @@ from ingest.buffer import Delivery, MessageBuffer
 from ingest.decode import DecodedBatch, Decoder, RawMessage
 from ingest.dedup import Deduplicator
 from ingest.session import BrokerSession
-from ingest.status import IngestCounters, log_line, write_status
+from ingest.status import IngestCounters, log_line
 from store.errors import CorridorHubError
+from store.ingest_status import write_status
 from store.lake import Lake
 from store.schema import QUARANTINE, STREAMS
 from store.settings import Settings
@@ -109,7 +110,9 @@ class Ingestor:
         since = datetime.now(UTC) - SEED_WINDOW
         seeded = 0
         for stream in STREAMS:
-            recent = self.lake.recent_rows(stream, ["operator", "device_id", "seq", "ts", "received_at"], since)
+            recent = self.lake.recent_rows(
+                stream, ["operator", "device_id", "seq", "ts", "received_at"], since
+            )
             if recent.num_rows:
                 recent = recent.sort_by([("operator", "ascending"), ("device_id", "ascending")])
                 self.dedup.keep_mask(stream, recent, remember_only=True)
@@ -144,7 +147,9 @@ class Ingestor:
             log.exception("decoder failed on a batch of %d messages; decoding one by one", len(raws))
         parts = [self.decoder.decode_or_quarantine(raw) for raw in raws]
         rows = {
-            s: pa.concat_tables([p.rows[s] for p in parts if s in p.rows]) for s in STREAMS if any(s in p.rows for p in parts)
+            s: pa.concat_tables([p.rows[s] for p in parts if s in p.rows])
+            for s in STREAMS
+            if any(s in p.rows for p in parts)
         }
         return DecodedBatch(rows, pa.concat_tables([p.quarantine for p in parts]))
 

@@ -56,7 +56,9 @@ class BrokerSession:
         self.on_delivery = on_delivery
         self.counters = counters
         self.generation = 0
-        self.protocol = MQTTProtocolVersion.MQTTv5 if settings.mqtt_version == "5" else MQTTProtocolVersion.MQTTv311
+        self.protocol = (
+            MQTTProtocolVersion.MQTTv5 if settings.mqtt_version == "5" else MQTTProtocolVersion.MQTTv311
+        )
         self._connack = threading.Event()
         self._refused_reason: str | None = None
         self._client: mqtt.Client | None = None
@@ -89,7 +91,7 @@ class BrokerSession:
     def _connect_properties(self) -> Properties | None:
         if self.protocol is not MQTTProtocolVersion.MQTTv5:
             return None
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = self.settings.receive_maximum
         return props
@@ -203,14 +205,18 @@ class BrokerSession:
         with self.counters.lock:
             was_connected = self.counters.connected
             self.counters.connected = False
-        if not self._connack.is_set() and self._refused_reason is None and self.protocol is MQTTProtocolVersion.MQTTv5:
+        if (
+            not self._connack.is_set()
+            and self._refused_reason is None
+            and self.protocol is MQTTProtocolVersion.MQTTv5
+        ):
             # The socket opened but no CONNACK came: some brokers just hang up on MQTT 5.
             self._refused_reason = "protocol"
         if was_connected and not self._stopping:
             log.warning("disconnected from %s: %s; reconnecting", self.address, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        raw = RawMessage(message.topic, message.payload, time.time_ns() // 1000)
+        raw = RawMessage(message.topic, bytes(message.payload), time.time_ns() // 1000)
         self.on_delivery(Delivery(raw, message.mid, message.qos, self.generation))
 
     # -- acknowledging -----------------------------------------------------------------------------

@@ -1,20 +1,18 @@
 """Ingest counters, logged periodically and written beside the lake for the API to serve.
 
-Each worker writes ``{lake}/_hub/ingest/{client_id}.json`` atomically (write, fsync, rename): the
-API reads these files and shares no other state with ingest.  Commit latency is kept as a Prometheus
+Each worker writes its snapshot with ``store.ingest_status.write_status``: the API reads those files
+and shares no other state with ingest.  Commit latency is kept as a Prometheus
 style cumulative histogram so the API can expose it as is.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ingest.dedup import Deduplicator
@@ -22,7 +20,6 @@ from ingest.dedup import Deduplicator
 log = logging.getLogger("corridorhub.ingest")
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STATUS_DIR = Path("_hub") / "ingest"
 
 
 @dataclass
@@ -113,35 +110,6 @@ def device_table(dedup: Deduplicator) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def write_status(lake_root: Path, snapshot: dict[str, Any]) -> Path:
-    """Write the worker's status file atomically; returns its path."""
-    folder = lake_root / STATUS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in snapshot["client_id"])
-    path = folder / f"{safe_id}.json"
-    tmp = path.with_suffix(f".json.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(snapshot, fh, separators=(",", ":"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def read_statuses(lake_root: Path) -> list[dict[str, Any]]:
-    """Every worker's last status (for the API and the demo summary); unreadable files are skipped."""
-    out = []
-    folder = lake_root / STATUS_DIR
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            log.warning("status file %s unreadable: %s", path, exc)
-    return out
 
 
 def log_line(snapshot: dict[str, Any]) -> str:

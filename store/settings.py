@@ -125,7 +125,9 @@ class Settings:
             if not low <= value <= high:
                 raise ConfigError(f"Setting '{name}' must be between {low} and {high}, got {value}")
         if not 0.01 <= self.flush_interval_s <= 60:
-            raise ConfigError(f"Setting 'flush_interval_s' must be between 0.01 and 60, got {self.flush_interval_s}")
+            raise ConfigError(
+                f"Setting 'flush_interval_s' must be between 0.01 and 60, got {self.flush_interval_s}"
+            )
         if not 0.1 <= self.status_interval_s <= 3600:
             raise ConfigError(
                 f"Setting 'status_interval_s' must be between 0.1 and 3600, got {self.status_interval_s}"
