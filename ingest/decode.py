@@ -384,7 +384,7 @@ def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) 
         return _epoch_ms_to_us(inferred, values, checks)
     if inferred is not None and pa.types.is_string(inferred.type):
         try:
-            return inferred.cast(TIMESTAMP).cast(pa.int64())
+            return _parse_rfc3339(inferred)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     out: list[int | None] = []
@@ -397,7 +397,7 @@ def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) 
                 checks.fail([r], "ts_out_of_range", lambda _r, v=v: f"ts {v} is out of range")
         elif type(v) is str:
             try:
-                us = pa.array([v]).cast(TIMESTAMP).cast(pa.int64())[0].as_py()
+                us = _parse_rfc3339(pa.array([v], pa.string()))[0].as_py()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 checks.fail(
                     [r],
@@ -408,6 +408,18 @@ def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) 
             checks.fail([r], "invalid_ts", lambda _r, v=v: f"ts is a JSON {_kind(v)}, not text or integer")
         out.append(us)
     return pa.array(out, pa.int64())
+
+
+_TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
+
+
+def _parse_rfc3339(text: pa.Array) -> pa.Array:
+    """Epoch microseconds from RFC 3339 text with an offset; finer fractions are truncated."""
+    try:
+        return text.cast(TIMESTAMP).cast(pa.int64())
+    except pa.ArrowInvalid:
+        # Arrow refuses more fractional digits than the unit holds: read as ns, then truncate.
+        return text.cast(_TIMESTAMP_NS).cast(TIMESTAMP, safe=False).cast(pa.int64())
 
 
 def _epoch_ms_to_us(ms: pa.Array, values: _LazyValues, checks: _Checks) -> pa.Array:
