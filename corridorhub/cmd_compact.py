@@ -1,0 +1,47 @@
+"""``corridorhub compact``: remove duplicate samples and merge small files, while ingest keeps writing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from tqdm import tqdm
+
+from corridorhub._options import lake_option, settings_from
+from store.compaction import compact
+from store.errors import LakeError
+from store.lake import Lake
+from store.schema import QUARANTINE, STREAMS, TABLES
+
+
+@click.command("compact")
+@lake_option
+@click.option(
+    "--table",
+    "tables",
+    type=click.Choice(TABLES),
+    multiple=True,
+    help="Only this table (repeatable) [default: all of state, event, network, quarantine].",
+)
+@click.pass_context
+def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> None:
+    """Deduplicate samples and merge small Parquet files, per date partition.
+
+    Duplicates (same operator, device_id and seq, or ts when seq is absent) keep the earliest received_at.
+    Each step is one atomic Delta commit; ingest may keep writing meanwhile.  Old files stay on disk for
+    readers of earlier snapshots.
+    """
+    settings = settings_from(ctx, lake=lake)
+    target = Lake(settings.lake)
+    if not target.exists():
+        raise LakeError(f"No lake at {target.root}: run ingest first, or point --lake at an existing lake")
+    chosen = tables or (*STREAMS, QUARANTINE)
+    with tqdm(total=0, unit="partition", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.total = total
+            bar.set_description(label)
+            bar.update(done - bar.n)
+
+        report = compact(target, chosen, progress)
+    click.echo(report.describe())

@@ -1,0 +1,109 @@
+"""``corridorhub sql``: one SQL statement over the current snapshots, as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import click
+import pyarrow as pa
+
+from corridorhub._options import lake_option, settings_from
+from store.lake import Lake
+from store.query import run_sql
+
+_MAX_CELL = 60
+
+
+@click.command("sql")
+@click.argument("statement")
+@lake_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: aligned text columns; csv: with a header row; json: one JSON array of row objects.",
+)
+@click.pass_context
+def command(ctx: click.Context, statement: str, lake: str | None, output_format: str) -> None:
+    """Run one SQL STATEMENT (DuckDB dialect) over the lake.
+
+    Views: state, event, network, quarantine, built from each Delta table's current committed snapshot.
+    Timestamps are UTC.  In json output, timestamps are RFC 3339 text and binary values base64.
+
+    Example: corridorhub sql "SELECT device_id, count(*) FROM state GROUP BY 1"
+    """
+    settings = settings_from(ctx, lake=lake)
+    result = run_sql(Lake(settings.lake), statement)
+    if output_format == "csv":
+        click.echo(format_csv(result), nl=False)
+    elif output_format == "json":
+        click.echo(format_json(result))
+    else:
+        click.echo(format_table(result))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def format_table(result: pa.Table) -> str:
+    """Aligned columns with a header and a rule; numbers right-aligned; ``(N rows)`` at the end."""
+    names = result.column_names
+    rows = [[_text(v) for v in row.values()] for row in result.to_pylist()]
+    rows = [[c if len(c) <= _MAX_CELL else c[: _MAX_CELL - 1] + "…" for c in row] for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
+    numeric = [
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+        for t in result.schema.types
+    ]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    out = [line(names), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def format_csv(result: pa.Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(result.column_names)
+    for row in result.to_pylist():
+        writer.writerow([_text(v) for v in row.values()])
+    return buffer.getvalue()
+
+
+def format_json(result: pa.Table) -> str:
+    rows = [{k: _jsonable(v) for k, v in row.items()} for row in result.to_pylist()]
+    return json.dumps(rows, ensure_ascii=False)

@@ -1,0 +1,134 @@
+"""``corridorhub sql`` and ``corridorhub compact`` through click's CliRunner, on a real lake."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from corridorhub.cli import cli
+from store.lake import Lake
+from store.schema import SCHEMAS
+
+BASE = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
+
+
+def _state(seqs: list[int], device: str = "shuttle-01") -> pa.Table:
+    schema = SCHEMAS["state"].arrow
+    ts = [BASE + timedelta(seconds=s) for s in seqs]
+    columns = {f.name: pa.nulls(len(seqs), f.type) for f in schema}
+    columns.update(
+        operator=pa.array(["hic"] * len(seqs)),
+        device_id=pa.array([device] * len(seqs)),
+        ts=pa.array(ts, schema.field("ts").type),
+        seq=pa.array(seqs, pa.int64()),
+        lat=pa.array([35.547] * len(seqs)),
+        lon=pa.array([139.751] * len(seqs)),
+        received_at=pa.array(ts, schema.field("received_at").type),
+        date=pa.array([t.date() for t in ts], pa.date32()),
+    )
+    return pa.table(columns, schema=schema)
+
+
+@pytest.fixture
+def lake_path(tmp_path: Path) -> str:
+    lake = Lake(tmp_path / "lake")
+    lake.ensure_tables()
+    lake.append("state", _state([1, 2]))
+    lake.append("state", _state([2]))  # a redelivered copy
+    lake.append("state", _state([7], device="robot-07"))
+    return str(tmp_path / "lake")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+QUERY = "SELECT device_id, seq, ts, date, lat FROM state ORDER BY device_id, seq"
+
+
+def test_table_format_is_aligned(lake_path):
+    result = run("sql", QUERY, "--lake", lake_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["device_id", "seq", "ts", "date", "lat"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == ["robot-07", "7", "2025-03-14T09:27:00.589793+00:00", "2025-03-14", "35.547"]
+    assert len({line.index("2025") for line in lines[2:6]}) == 1  # ts column starts at the same offset
+    assert lines[-1] == "(4 rows)"
+
+
+def test_csv_format(lake_path):
+    result = run("sql", QUERY, "--lake", lake_path, "--format", "csv")
+    rows = list(csv.reader(io.StringIO(result.output)))
+    assert rows[0] == ["device_id", "seq", "ts", "date", "lat"]
+    assert rows[1] == ["robot-07", "7", "2025-03-14T09:27:00.589793+00:00", "2025-03-14", "35.547"]
+    assert len(rows) == 5
+
+
+def test_json_format_is_one_array(lake_path):
+    result = run("sql", QUERY + " LIMIT 1", "--lake", lake_path, "--format", "json")
+    assert json.loads(result.output) == [
+        {
+            "device_id": "robot-07",
+            "seq": 7,
+            "ts": "2025-03-14T09:27:00.589793+00:00",
+            "date": "2025-03-14",
+            "lat": 35.547,
+        }
+    ]
+
+
+def test_empty_table_query(lake_path):
+    result = run("sql", "SELECT count(*) AS n FROM event", "--lake", lake_path, "--format", "json")
+    assert json.loads(result.output) == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("SELEC nonsense", "Parser Error"),
+        ("SELECT * FROM trips", "trips"),
+        ("SELECT no_such_column FROM state", "no_such_column"),
+        ("   ", "Empty SQL"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(lake_path, statement, message):
+    result = CliRunner().invoke(cli, ["sql", statement, "--lake", lake_path])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_nonexistent_lake(tmp_path):
+    result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--lake", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "No lake at" in result.output and "Traceback" not in result.output
+
+
+def test_compact_command_removes_the_duplicate(lake_path):
+    result = run("compact", "--lake", lake_path, "--table", "state")
+    assert result.exit_code == 0, result.output
+    assert "state: 3 -> 1 files" in result.output and "1 duplicates removed" in result.output
+    assert json.loads(
+        run("sql", "SELECT count(*) AS n FROM state", "--lake", lake_path, "--format", "json").output
+    ) == [{"n": 3}]
+
+
+def test_compact_nonexistent_lake(tmp_path):
+    result = CliRunner().invoke(cli, ["compact", "--lake", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "No lake at" in result.output
+
+
+def test_help_documents_formats():
+    result = run("sql", "--help")
+    assert "json: one JSON array" in result.output
+    assert sys.modules["corridorhub.cmd_sql"].command.name == "sql"
