@@ -335,7 +335,11 @@ def _infer(values: list[Any]) -> pa.Array | None:
 
 
 def _column_values(
-    column: Column, inferred: pa.Array | None, values: _LazyValues, checks: _Checks
+    column: Column,
+    inferred: pa.Array | None,
+    values: _LazyValues,
+    checks: _Checks,
+    may_hold_booleans: bool,
 ) -> pa.Array:
     """An Arrow array of the column's type; values of the wrong JSON type fail their row and become null.
 
@@ -349,7 +353,9 @@ def _column_values(
         if pa.types.is_null(t):
             return pa.nulls(len(values), target)
         if target == pa.float64() and (pa.types.is_int64(t) or pa.types.is_float64(t)):
-            return inferred.cast(target)
+            # Arrow reads true/false among floats as 1.0/0.0: look for booleans when there may be some.
+            if not (may_hold_booleans and any(type(v) is bool for v in values)):
+                return inferred.cast(target)
         if target == pa.int64() and pa.types.is_int64(t):
             return inferred
         if target == pa.string() and pa.types.is_string(t):
@@ -373,7 +379,8 @@ def _column_values(
             clean.append(v)
         else:
             clean.append(None)
-            reason = "out_of_range" if type(v) is int else "wrong_type"
+            numeric = target in (pa.float64(), pa.int64())
+            reason = "out_of_range" if numeric and type(v) is int else "wrong_type"
             checks.fail([r], reason, lambda _r, v=v: f"{name} is a JSON {_kind(v)}: {str(v)[:80]}")
     return pa.array(clean, target)
 
@@ -449,6 +456,9 @@ def _build_stream(
     # Arrow reads all samples at once into a struct when every field has one JSON type throughout;
     # otherwise each column is read on its own.
     struct = _infer(samples)
+    may_hold_booleans = any(
+        b"true" in messages[m].payload or b"false" in messages[m].payload for m in set(gathered.message)
+    )
     struct_fields = set(struct.type.names) if struct is not None else set()
     for column in payload_columns:
         values = _LazyValues(samples, column.name)
@@ -461,7 +471,7 @@ def _build_stream(
         if column.name == "ts":
             arrays["ts"] = _ts_values(inferred, values, checks)
         else:
-            arrays[column.name] = _column_values(column, inferred, values, checks)
+            arrays[column.name] = _column_values(column, inferred, values, checks, may_hold_booleans)
         _check_column(column, arrays[column.name], values, checks)
 
     message_index = np.asarray(gathered.message, dtype=np.int64)

@@ -181,6 +181,13 @@ def test_one_sample_of_each_stream_in_one_flush() -> None:
     assert batch.quarantine.column("reason").to_pylist() == ["invalid_json"]
 
 
+def test_a_boolean_among_numbers_is_a_wrong_type_not_one() -> None:
+    messages = [msg(T, state(seq=1, speed_mps=0.5)), msg(T, state(seq=2, speed_mps=True))]
+    batch = Decoder().decode(messages)
+    assert batch.rows["state"].column("seq").to_pylist() == [1]
+    assert batch.quarantine.column("reason").to_pylist() == ["wrong_type"]
+
+
 def test_mixed_types_in_one_column_across_messages_only_fail_the_odd_ones() -> None:
     messages = [msg(T, state(seq=i, speed_mps=float(i))) for i in range(50)]
     messages.append(msg(T, state(seq=99, speed_mps="fast")))
