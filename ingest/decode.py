@@ -352,10 +352,14 @@ def _column_values(
         t = inferred.type
         if pa.types.is_null(t):
             return pa.nulls(len(values), target)
-        if target == pa.float64() and (pa.types.is_int64(t) or pa.types.is_float64(t)):
-            # Arrow reads true/false among floats as 1.0/0.0: look for booleans when there may be some.
-            if not (may_hold_booleans and any(type(v) is bool for v in values)):
-                return inferred.cast(target)
+        # Arrow reads true/false among floats as 1.0/0.0: look for booleans when there may be some.
+        numeric = pa.types.is_int64(t) or pa.types.is_float64(t)
+        if (
+            target == pa.float64()
+            and numeric
+            and not (may_hold_booleans and any(type(v) is bool for v in values))
+        ):
+            return inferred.cast(target)
         if target == pa.int64() and pa.types.is_int64(t):
             return inferred
         if target == pa.string() and pa.types.is_string(t):
