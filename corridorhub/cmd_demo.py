@@ -1,0 +1,222 @@
+"""``corridorhub demo``: broker, simulated corridor fleet and ingest in one command.
+
+Starts an embedded broker (mosquitto when installed, else amqtt, announced as demo-only) unless
+``--broker`` names one, publishes the simulated fleet in real time, ingests it into the lake, and
+prints what has landed every few seconds until Ctrl-C (or ``--duration``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from corridorhub._options import broker_option, lake_option, settings_from
+from corridorhub.broker import AMQTT_KIND, EmbeddedBroker
+from corridorhub.simulator import DEFAULT_FAULTS, SimConfig, SimMessage, generate
+from corridorhub.simulator.publish import publish
+from ingest import Ingestor
+from store.errors import CorridorHubError
+from store.lake import Lake
+from store.settings import BrokerAddress, Settings
+
+log = logging.getLogger("corridorhub.demo")
+
+MAX_DEMO_S = 30 * 86_400
+
+
+def lake_summary(lake: Lake) -> str:
+    """A few lines on what the lake holds: rows per stream, quarantine by reason, devices."""
+    con = lake.connect()
+    try:
+        counts = {
+            s: con.execute(f"SELECT count(*) FROM {s}").fetchall()[0][0]
+            for s in ("state", "event", "network")
+        }
+        devices = con.execute(
+            "SELECT count(DISTINCT (operator, device_id)) FROM (SELECT operator, device_id FROM state "
+            "UNION ALL SELECT operator, device_id FROM network)"
+        ).fetchall()[0][0]
+        reasons = con.execute(
+            "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason"
+        ).fetchall()
+        autonomous = con.execute(
+            "SELECT round(100 * avg(CASE WHEN mode = 'autonomous' THEN 1 ELSE 0 END), 1) FROM state"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    quarantined = sum(n for _, n in reasons)
+    detail = ", ".join(f"{r} {n}" for r, n in reasons)
+    lines = [
+        f"  state {counts['state']:,} rows · event {counts['event']:,} · network {counts['network']:,}"
+        f" · {devices} devices · autonomous {autonomous or 0}% of state samples",
+        f"  quarantine {quarantined:,}" + (f" ({detail})" if detail else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[SimMessage]:
+    return itertools.takewhile(lambda _m: not stop.is_set(), messages)
+
+
+@click.command("demo")
+@broker_option
+@lake_option
+@click.option(
+    "--devices", type=click.IntRange(1, 1000), default=12, show_default=True, help="Simulated devices."
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, 50, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="State samples per second per device.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, MAX_DEMO_S, min_open=True),
+    default=None,
+    help="Stop after this many seconds [default: run until Ctrl-C].",
+)
+@click.option(
+    "--summary-every",
+    type=click.FloatRange(1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds between summaries.",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    /,
+    broker: str | None,
+    lake: str | None,
+    devices: int,
+    rate: float,
+    seed: int,
+    duration: float | None,
+    summary_every: float,
+) -> None:
+    """Run the whole capture path on this machine: broker, simulated fleet, ingest, lake.
+
+    The fleet (buses, shuttles, delivery robots on Haneda-Kamata routes, with a light mix of
+    faults: malformed payloads, redeliveries, gaps) publishes in real time; ingest commits it to
+    the lake; a summary of what landed is printed every few seconds.  Ctrl-C stops it cleanly.
+    """
+    embedded: EmbeddedBroker | None = None
+    if not (ctx.find_root().obj or {}).get("log_level"):
+        # The summaries say what matters; ingest's periodic counters would drown them.
+        logging.getLogger("corridorhub.ingest").setLevel(logging.WARNING)
+    settings = settings_from(ctx, lake=lake, broker=broker, client_id="corridorhub-demo")
+    if broker is None:
+        lake_root = Path(settings.lake)
+        embedded = EmbeddedBroker(lake_root.parent / "broker", allow_fallback=True).start()
+        if embedded.kind == AMQTT_KIND:
+            click.secho(
+                "mosquitto is not installed: using amqtt, an in-process Python broker, FOR THE DEMO ONLY "
+                "(install mosquitto for anything else: sudo apt-get install mosquitto)",
+                fg="yellow",
+                err=True,
+            )
+        settings = settings_from(ctx, lake=lake, broker=embedded.url, client_id="corridorhub-demo")
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _run(settings, embedded, devices, rate, seed, duration, summary_every, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run(
+    settings: Settings,
+    embedded: EmbeddedBroker | None,
+    devices: int,
+    rate: float,
+    seed: int,
+    duration: float | None,
+    summary_every: float,
+    stop: threading.Event,
+) -> None:
+    where = f"{embedded.kind} at {embedded.url}" if embedded else str(settings.broker_address)
+    click.echo(f"corridorhub demo: broker {where}, lake {settings.lake}")
+    click.echo(f"  simulating {devices} devices at {rate:g} Hz; Ctrl-C to stop")
+    ingestor = Ingestor(settings)
+    ingest_errors: list[BaseException] = []
+    ingest_stop = threading.Event()
+
+    def _ingest() -> None:
+        try:
+            ingestor.run(ingest_stop)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the main thread
+            ingest_errors.append(exc)
+            stop.set()
+
+    ingest_thread = threading.Thread(target=_ingest, name="ingest", daemon=True)
+    ingest_thread.start()
+    if not ingestor.ready.wait(60):
+        stop.set()
+    config = SimConfig(
+        devices=devices,
+        rate_hz=rate,
+        duration_s=duration or MAX_DEMO_S,
+        seed=seed,
+        start=datetime.now(UTC),
+        faults=DEFAULT_FAULTS,
+    )
+    publish_errors: list[BaseException] = []
+
+    def _publish() -> None:
+        try:
+            fleet = _until(stop, generate(config))
+            publish(fleet, BrokerAddress.parse(settings.broker), client_id="corridorhub-demo-fleet")
+        except CorridorHubError as exc:
+            publish_errors.append(exc)
+            stop.set()
+
+    publisher = threading.Thread(target=_publish, name="fleet", daemon=True)
+    publisher.start()
+    started = time.monotonic()
+    lake = Lake(settings.lake)
+    next_summary = started + min(5.0, summary_every)
+    while not stop.is_set():
+        if duration is not None and time.monotonic() - started >= duration:
+            break
+        if not publisher.is_alive():
+            break
+        if time.monotonic() >= next_summary:
+            click.echo(f"after {time.monotonic() - started:.0f} s:\n{lake_summary(lake)}")
+            next_summary += summary_every
+        stop.wait(0.2)
+    stop.set()
+    publisher.join(30)
+    # Give ingest one flush to take what the fleet sent last, then stop it cleanly.
+    time.sleep(settings.flush_interval_s * 2 + 0.5)
+    ingest_stop.set()
+    ingest_thread.join(60)
+    for exc in ingest_errors + publish_errors:
+        raise click.ClickException(f"demo stopped: {exc}")
+    counters = ingestor.counters
+    click.echo(
+        f"stopped after {time.monotonic() - started:.0f} s: {counters.messages_acked:,} messages acknowledged, "
+        f"{counters.duplicates_dropped:,} redeliveries dropped"
+    )
+    click.echo(f"the lake now holds:\n{lake_summary(lake)}")
+    click.echo(
+        f'try: corridorhub sql --lake {settings.lake} "SELECT device_id, count(*) FROM state GROUP BY 1"'
+    )
