@@ -193,6 +193,10 @@ class BrokerSession:
         for code in reason_codes:
             if code.is_failure:
                 log.error("broker refused the subscription: %s", code)
+                return
+        with self.counters.lock:
+            self.counters.subscribed = True
+        log.info("subscribed to %s", subscription_topic(self.settings))
 
     def _on_disconnect(
         self,
@@ -205,6 +209,7 @@ class BrokerSession:
         with self.counters.lock:
             was_connected = self.counters.connected
             self.counters.connected = False
+            self.counters.subscribed = False
         if (
             not self._connack.is_set()
             and self._refused_reason is None

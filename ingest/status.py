@@ -43,6 +43,7 @@ class IngestCounters:
     buffer_messages: int = 0
     buffer_bytes: int = 0
     connected: bool = False
+    subscribed: bool = False
     connects: int = 0
     protocol: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -67,6 +68,7 @@ class IngestCounters:
                 "written_at": time.time(),
                 "started_at": self.started_at,
                 "connected": self.connected,
+                "subscribed": self.subscribed,
                 "connects": self.connects,
                 "protocol": self.protocol,
                 "messages_received": self.messages_received,

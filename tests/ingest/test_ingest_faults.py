@@ -62,7 +62,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_compaction_removes_duplicat
     broker: EmbeddedBroker, lake_dir: Path, tmp_path: Path
 ) -> None:
     faults = FaultRates(malformed=0.02, duplicate=0.02, gap=0.01)
-    config = SimConfig(devices=20, rate_hz=10, duration_s=40, seed=99, start=START, batch=5, faults=faults)
+    # ~500 messages/s in real time for 20 s: the kills land while the stream flows.
+    config = SimConfig(devices=20, rate_hz=20, duration_s=20, seed=99, start=START, faults=faults)
     messages = list(generate(config))
     expected = expected_rows(messages)
     client_id = f"crash-{os.getpid()}"
@@ -70,7 +71,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_compaction_removes_duplicat
     rng = random.Random(1234)
 
     proc = start_ingest_process(broker.url, lake_dir, client_id, log)
-    publisher, errors = _publish_in_background(broker.url, messages, f"{client_id}-pub", realtime=False)
+    # The first start creates the persistent session; from then on the broker keeps our messages.
+    assert wait_until(lambda: "subscribed to" in log.read_text(), timeout=30), log.read_text()
+    publisher, errors = _publish_in_background(broker.url, messages, f"{client_id}-pub", realtime=True)
     kills = 0
     try:
         while kills < 6:
