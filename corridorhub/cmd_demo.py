@@ -212,8 +212,9 @@ def _run(
     for exc in ingest_errors + publish_errors:
         raise click.ClickException(f"demo stopped: {exc}")
     counters = ingestor.counters
+    elapsed = time.monotonic() - started
     click.echo(
-        f"stopped after {time.monotonic() - started:.0f} s: {counters.messages_acked:,} messages acknowledged, "
+        f"stopped after {elapsed:.0f} s: {counters.messages_acked:,} messages acknowledged, "
         f"{counters.duplicates_dropped:,} redeliveries dropped"
     )
     click.echo(f"the lake now holds:\n{lake_summary(lake)}")
