@@ -88,6 +88,13 @@ def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[Si
     help="Stop after this many seconds [default: run until Ctrl-C].",
 )
 @click.option(
+    "--embedded-broker",
+    type=click.Choice(["auto", "mosquitto", "amqtt"]),
+    default="auto",
+    show_default=True,
+    help="Without --broker: which broker to start (auto: mosquitto when installed, else amqtt, demo only).",
+)
+@click.option(
     "--summary-every",
     type=click.FloatRange(1, 3600),
     default=10.0,
@@ -104,6 +111,7 @@ def command(
     rate: float,
     seed: int,
     duration: float | None,
+    embedded_broker: str,
     summary_every: float,
 ) -> None:
     """Run the whole capture path on this machine: broker, simulated fleet, ingest, lake.
@@ -119,7 +127,11 @@ def command(
     settings = settings_from(ctx, lake=lake, broker=broker, client_id="corridorhub-demo")
     if broker is None:
         lake_root = Path(settings.lake)
-        embedded = EmbeddedBroker(lake_root.parent / "broker", allow_fallback=True).start()
+        embedded = EmbeddedBroker(
+            lake_root.parent / "broker",
+            allow_fallback=embedded_broker == "auto",
+            force_amqtt=embedded_broker == "amqtt",
+        ).start()
         if embedded.kind == AMQTT_KIND:
             click.secho(
                 "mosquitto is not installed: using amqtt, an in-process Python broker, FOR THE DEMO ONLY "
@@ -127,7 +139,11 @@ def command(
                 fg="yellow",
                 err=True,
             )
-        settings = settings_from(ctx, lake=lake, broker=embedded.url, client_id="corridorhub-demo")
+        # amqtt answers an MQTT 5 CONNECT with silence: talk 3.1.1 to it.
+        version = "5" if embedded.supports_mqtt5 else "3.1.1"
+        settings = settings_from(
+            ctx, lake=lake, broker=embedded.url, client_id="corridorhub-demo", mqtt_version=version
+        )
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -184,7 +200,12 @@ def _run(
     def _publish() -> None:
         try:
             fleet = _until(stop, generate(config))
-            publish(fleet, BrokerAddress.parse(settings.broker), client_id="corridorhub-demo-fleet")
+            publish(
+                fleet,
+                BrokerAddress.parse(settings.broker),
+                client_id="corridorhub-demo-fleet",
+                protocol=settings.mqtt_version,
+            )
         except CorridorHubError as exc:
             publish_errors.append(exc)
             stop.set()
