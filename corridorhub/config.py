@@ -19,6 +19,7 @@ from store.settings import Settings
 
 ENV_PREFIX = "CORRIDORHUB_"
 DEFAULT_CONFIG_FILE = Path("corridorhub.toml")
+_SECRETS = frozenset(f.name for f in fields(Settings) if f.metadata.get("secret"))
 
 
 def _field_types() -> dict[str, type]:
@@ -38,7 +39,11 @@ def _coerce(name: str, raw: Any, kind: type, origin: str) -> Any:
         return None
     try:
         if kind is Path:
-            return Path(str(raw))
+            if isinstance(raw, Path):
+                return raw
+            if not isinstance(raw, str) or not raw.strip():
+                raise ValueError(raw)  # a TOML number, table or "" is no folder ("" would be ".")
+            return Path(raw)
         if kind is bool:
             if isinstance(raw, bool):
                 return raw
@@ -51,17 +56,22 @@ def _coerce(name: str, raw: Any, kind: type, origin: str) -> Any:
         if kind is int:
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError(raw)
+            if isinstance(raw, float):
+                return int(raw)
+            if not isinstance(raw, (str, int)):
+                raise ValueError(raw)
             return int(str(raw).replace("_", ""))
         if kind is float:
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
                 raise ValueError(raw)
             return float(raw)
         if kind is str:
             if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
                 raise ValueError(raw)
             return str(raw)
-    except ValueError:
-        raise ConfigError(f"Setting '{name}' from {origin} is not a valid {kind.__name__}: {raw!r}") from None
+    except (ValueError, TypeError, OverflowError):
+        shown = "***" if name in _SECRETS else repr(raw)
+        raise ConfigError(f"Setting '{name}' from {origin} is not a valid {kind.__name__}: {shown}") from None
     raise ConfigError(f"Setting '{name}' has an unsupported type")  # pragma: no cover
 
 
@@ -76,6 +86,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     section = data.get("corridorhub", data)
     if not isinstance(section, dict):
         raise ConfigError(f"Config file {path}: [corridorhub] must be a table")
+    stray = sorted(set(data) - {"corridorhub"}) if section is not data else []
+    if stray:  # silently ignored, a setting above [corridorhub] would look applied and not be
+        names = ", ".join(map(repr, stray))
+        raise ConfigError(f"Config file {path}: setting(s) outside [corridorhub]: {names}")
     return section
 
 

@@ -16,6 +16,24 @@ from urllib.parse import unquote, urlsplit
 from store.errors import ConfigError
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_topic_filter(topic: str) -> None:
+    """An MQTT topic filter: ``+`` and ``#`` fill a whole level, ``#`` only the last; no ``$share``."""
+    levels = topic.split("/")
+    if (
+        not topic
+        or len(topic.encode()) > 65_535
+        or not topic.isprintable()
+        or any(("+" in level or "#" in level) and len(level) > 1 for level in levels)
+        or "#" in levels[:-1]
+        or topic.startswith("$share/")
+    ):
+        raise ConfigError(
+            "Setting 'topic' must be an MQTT topic filter such as corridor/+/+/+ ('+' and '#' fill a "
+            f"whole level, '#' only the last; use 'group' for shared subscriptions), got {topic!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -30,19 +48,24 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
+        shown = _mask_url(url)  # error messages must not echo a password
+        if any(ch.isspace() or not ch.isprintable() for ch in url):
+            raise ConfigError(f"Setting 'broker' must not contain spaces or control characters: {shown!r}")
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS:
             raise ConfigError(
-                f"Setting 'broker' must look like mqtt://[user:pass@]host:port or mqtts://..., got {url!r}"
+                f"Setting 'broker' must look like mqtt://[user:pass@]host:port or mqtts://..., got {shown!r}"
             )
         if not parts.hostname:
-            raise ConfigError(f"Setting 'broker' has no host: {url!r}")
+            raise ConfigError(f"Setting 'broker' has no host: {shown!r}")
         try:
-            port = parts.port or _DEFAULT_PORTS[parts.scheme]
+            port = parts.port if parts.port is not None else _DEFAULT_PORTS[parts.scheme]
         except ValueError as exc:
             raise ConfigError(f"Setting 'broker' has an invalid port: {exc}") from None
-        if parts.path not in ("", "/"):
-            raise ConfigError(f"Setting 'broker' must not have a path: {url!r}")
+        if not 1 <= port <= 65_535:
+            raise ConfigError(f"Setting 'broker' has an invalid port: {port} (1 to 65535)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError(f"Setting 'broker' must not have a path, query or fragment: {shown!r}")
         return cls(
             host=parts.hostname,
             port=port,
@@ -55,6 +78,15 @@ class BrokerAddress:
         scheme = "mqtts" if self.tls else "mqtt"
         auth = f"{self.username}:***@" if self.username else ""
         return f"{scheme}://{auth}{self.host}:{self.port}"
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with the password of ``user:pass@`` replaced by ``***``."""
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
@@ -103,7 +135,9 @@ class Settings:
     status_interval_s: float = field(
         default=10.0, metadata=_help("How often ingest logs its counters and writes its status file.")
     )
-    log_level: str = field(default="INFO", metadata=_help("Logging level."))
+    log_level: str = field(
+        default="INFO", metadata=_help("Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    )
 
     def __post_init__(self) -> None:
         BrokerAddress.parse(self.broker)
@@ -111,8 +145,13 @@ class Settings:
             raise ConfigError(f"Setting 'mqtt_version' must be 5 or 3.1.1, got {self.mqtt_version!r}")
         if self.group is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.group):
             raise ConfigError(f"Setting 'group' must match [A-Za-z0-9_-]{{1,64}}, got {self.group!r}")
-        if not self.client_id or len(self.client_id) > 128:
-            raise ConfigError("Setting 'client_id' must be 1 to 128 characters")
+        if not self.client_id or len(self.client_id) > 128 or not self.client_id.isprintable():
+            raise ConfigError("Setting 'client_id' must be 1 to 128 printable characters")
+        _check_topic_filter(self.topic)
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"Setting 'log_level' must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
         for name, low, high in (
             ("session_expiry_s", 1, 2**32 - 1),
             ("receive_maximum", 1, 65_535),
