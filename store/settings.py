@@ -138,6 +138,22 @@ class Settings:
     log_level: str = field(
         default="INFO", metadata=_help("Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     )
+    # -- the analyst SQL sandbox and the HTTP service ----------------------------------------------
+    host: str = field(default="127.0.0.1", metadata=_help("Address the HTTP service listens on."))
+    port: int = field(default=8080, metadata=_help("Port the HTTP service listens on."))
+    keys_file: Path | None = field(
+        default=None,
+        metadata=_help("API keys (hashed) [default: {lake}/_hub/keys.json]."),
+    )
+    sql_timeout_s: float = field(default=30.0, metadata=_help("Time limit of one SQL query."))
+    sql_max_rows: int = field(
+        default=100_000, metadata=_help("Rows returned at most; beyond, flagged truncated.")
+    )
+    sql_memory_limit: str = field(default="1GB", metadata=_help("DuckDB memory limit of one SQL query."))
+    sql_threads: int = field(default=2, metadata=_help("DuckDB threads of one SQL query."))
+    sql_max_temp_size: str = field(default="2GB", metadata=_help("Spill space one SQL query may use."))
+    sql_concurrency: int = field(default=4, metadata=_help("SQL queries the service runs at once."))
+    max_request_bytes: int = field(default=1_048_576, metadata=_help("Largest HTTP request body accepted."))
 
     def __post_init__(self) -> None:
         BrokerAddress.parse(self.broker)
@@ -173,6 +189,29 @@ class Settings:
             )
         if self.buffer_bytes < self.max_payload_bytes:
             raise ConfigError("Setting 'buffer_bytes' must be at least 'max_payload_bytes'")
+        for name, low, high in (
+            ("port", 1, 65_535),
+            ("sql_max_rows", 1, 100_000_000),
+            ("sql_threads", 1, 256),
+            ("sql_concurrency", 1, 256),
+            ("max_request_bytes", 1024, 2**30),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"Setting '{name}' must be between {low} and {high}, got {value}")
+        if not 0.1 <= self.sql_timeout_s <= 3600:
+            raise ConfigError(
+                f"Setting 'sql_timeout_s' must be between 0.1 and 3600, got {self.sql_timeout_s}"
+            )
+        for name in ("sql_memory_limit", "sql_max_temp_size"):
+            if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", getattr(self, name)):
+                raise ConfigError(
+                    f"Setting '{name}' must be a size such as 512MB or 2GB, got {getattr(self, name)!r}"
+                )
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_file if self.keys_file is not None else Path(self.lake) / "_hub" / "keys.json"
 
     @property
     def broker_address(self) -> BrokerAddress:
