@@ -10,6 +10,7 @@ an exception but a quarantine row with a reason code (see ``ingest.decode``).
     │   ├── CommitError        a Delta commit failed (retried by ingest with backoff)
     │   └── TableNotFound      a stream's table does not exist yet
     ├── BrokerError            the MQTT broker cannot be reached or refused us
+    ├── KeyStoreError          an API key cannot be created, found or revoked
     └── QueryError             an analyst's SQL failed (bad SQL, unknown table, ...)
         └── QueryRefused       the sandbox refused the statement (names what was refused)
 """
@@ -39,6 +40,10 @@ class TableNotFound(LakeError):
 
 class BrokerError(CorridorHubError):
     """The MQTT broker cannot be reached, or refused the connection."""
+
+
+class KeyStoreError(CorridorHubError):
+    """An API key cannot be created, found or revoked; the message says which and why."""
 
 
 class QueryError(CorridorHubError):
