@@ -1,0 +1,109 @@
+"""``corridorhub bench``: benchmarks that print readable figures and end with one JSON line.
+
+Each benchmark is a subcommand of the ``bench`` group (``ingest`` now; ``query`` and ``publish`` join it
+the same way: a ``@command.command(...)`` function here, its code in ``corridorhub/bench/``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from corridorhub._options import settings_from
+from corridorhub.bench.ingest import IngestBenchConfig, run_ingest_bench
+from corridorhub.bench.machine import describe_machine
+from corridorhub.bench.report import figures, render
+
+
+@click.group("bench")
+def command() -> None:
+    """Benchmarks: readable figures, then one JSON line holding them (for scripts and CI)."""
+
+
+def _echo(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@command.command("ingest")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1, 600),
+    default=10.0,
+    show_default=True,
+    help="Scale of the run: loads of 20,000 single and 1,000 batch messages per second of it, and a "
+    "real-time freshness phase this long.  The default takes about 1-2 minutes.",
+)
+@click.option("--single-messages", type=click.IntRange(10, 1_000_000), default=None,
+              help="Single-sample messages to queue (overrides --seconds).")  # fmt: skip
+@click.option("--batch-messages", type=click.IntRange(10, 1_000_000), default=None,
+              help="100-sample messages to queue (overrides --seconds).")  # fmt: skip
+@click.option(
+    "--rate",
+    "freshness_rate",
+    type=click.FloatRange(10, 50_000),
+    default=2_000.0,
+    show_default=True,
+    help="Samples per second published in the freshness phase.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.001, 5),
+    default=0.05,
+    show_default=True,
+    help="Seconds between the freshness poller's queries.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the broker data, lakes and ingest logs here [default: a temporary folder, removed after].",
+)
+@click.pass_context
+def ingest(
+    ctx: click.Context,
+    seconds: float,
+    single_messages: int | None,
+    batch_messages: int | None,
+    freshness_rate: float,
+    poll_interval: float,
+    seed: int,
+    workdir: str | None,
+) -> None:
+    """Ingest throughput against the ceiling of one Python MQTT client, peak RSS, and freshness.
+
+    Starts its own mosquitto (deploy/mosquitto.conf).  For single-sample and 100-sample messages it
+    queues one load at the broker, then times (a) a paho MQTT 5 client that acknowledges each message
+    at once and discards it, and (b) ingest into a temporary lake, in its own process.  Then it
+    publishes in real time while polling the lake, for publish-to-queryable latency.  Ingest runs with
+    your settings (flags of the top command, CORRIDORHUB_* variables, corridorhub.toml), lake and
+    broker aside.
+
+    Targets (2-core machine): single_ratio >= 0.8, batch_rows_per_s >= 300,000, peak_rss_mb <= 400,
+    p99_freshness_s <= 2.
+    """
+    root = ctx.find_root().obj or {}
+    settings = settings_from(ctx, log_level=None if root.get("log_level") else "WARNING")
+    config = IngestBenchConfig(
+        seconds=seconds,
+        single_messages=single_messages,
+        batch_messages=batch_messages,
+        freshness_samples_per_s=freshness_rate,
+        poll_interval_s=poll_interval,
+        seed=seed,
+    )
+    machine = describe_machine()
+    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    if workdir is not None:
+        folder = Path(workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = run_ingest_bench(config, settings, folder.resolve(), _echo)
+    else:
+        with tempfile.TemporaryDirectory(prefix="corridorhub-bench-") as tmp:
+            result = run_ingest_bench(config, settings, Path(tmp), _echo)
+    figs = figures(result)
+    figs["machine"] = machine
+    for line in render(result, figs):
+        click.echo(line)
