@@ -12,7 +12,8 @@ an exception but a quarantine row with a reason code (see ``ingest.decode``).
     ├── BrokerError            the MQTT broker cannot be reached or refused us
     ├── KeyStoreError          an API key cannot be created, found or revoked
     └── QueryError             an analyst's SQL failed (bad SQL, unknown table, ...)
-        └── QueryRefused       the sandbox refused the statement (names what was refused)
+        ├── QueryRefused       the sandbox refused the statement (names what was refused)
+        └── QueryTimeout       the statement ran into its time limit and was stopped
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class QueryError(CorridorHubError):
 
 class QueryRefused(QueryError):
     """The SQL sandbox refused a statement; the message names what was refused."""
+
+
+class QueryTimeout(QueryError):
+    """The statement ran into the sandbox's time limit and was stopped."""
