@@ -1,0 +1,35 @@
+"""``corridorhub serve``: the HTTP API (FastAPI under uvicorn) over the lake."""
+
+from __future__ import annotations
+
+import click
+
+from corridorhub._options import lake_option, settings_from
+
+
+@click.command("serve")
+@lake_option
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [default: 8080].")
+@click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="API keys file [default: {lake}/_hub/keys.json].",
+)
+@click.pass_context
+def command(
+    ctx: click.Context, lake: str | None, host: str | None, port: int | None, keys_file: str | None
+) -> None:
+    """Serve the HTTP API: SQL for analysts, ingest status and compaction for operators.
+
+    Keys come from "corridorhub keys create".  OpenAPI at /openapi.json, docs at /docs, health at
+    /healthz, Prometheus metrics at /metrics.  SQL limits: the sql_* settings.
+    """
+    import uvicorn  # here, not at the top: every other subcommand would pay for importing the web stack
+
+    from api import create_app
+
+    settings = settings_from(ctx, lake=lake, host=host, port=port, keys_file=keys_file)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
