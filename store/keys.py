@@ -121,8 +121,8 @@ class KeyStore:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def list(self) -> list[KeyInfo]:
-        """Every key, revoked ones included, oldest first."""
-        return sorted((r.info for r in self._current().values()), key=lambda i: (i.created_at, i.id))
+        """Every key, revoked ones included, in the order they were created."""
+        return [r.info for r in self._current().values()]
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The active key's info, or None for an unknown, malformed or revoked key."""
@@ -180,9 +180,7 @@ class KeyStore:
     def _write(self, records: dict[str, _Record]) -> None:
         document = {
             "version": _FORMAT_VERSION,
-            "keys": [
-                _entry(r) for r in sorted(records.values(), key=lambda r: (r.info.created_at, r.info.id))
-            ],
+            "keys": [_entry(r) for r in records.values()],  # creation order
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
