@@ -1,4 +1,5 @@
-"""``corridorhub sql``: one SQL statement over the current snapshots, as a table, CSV or JSON."""
+"""``corridorhub sql``: one SQL statement over the current snapshots, through the SQL sandbox, as a table, CSV
+or JSON."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 from corridorhub._options import lake_option, settings_from
 from store.lake import Lake
 from store.query import run_sql
+from store.sandbox import SandboxLimits
 
 _MAX_CELL = 60
 
@@ -31,23 +33,60 @@ _MAX_CELL = 60
     show_default=True,
     help="table: aligned text columns; csv: with a header row; json: one JSON array of row objects.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=SandboxLimits.timeout_s,
+    show_default=True,
+    help="Seconds the query may run before it is stopped.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=0),
+    default=SandboxLimits.max_rows,
+    show_default=True,
+    help="Rows returned at most; a note on stderr says when more were cut off.",
+)
+@click.option(
+    "--memory-limit",
+    default=SandboxLimits.memory_limit,
+    show_default=True,
+    help="DuckDB memory the query may use (e.g. 512MB, 2GB); beyond it, it spills to a capped temp folder.",
+)
 @click.pass_context
-def command(ctx: click.Context, statement: str, lake: str | None, output_format: str) -> None:
-    """Run one SQL STATEMENT (DuckDB dialect) over the lake.
+def command(
+    ctx: click.Context,
+    statement: str,
+    lake: str | None,
+    output_format: str,
+    timeout: float,
+    max_rows: int,
+    memory_limit: str,
+) -> None:
+    """Run one read-only SQL STATEMENT (DuckDB dialect) over the lake, in the SQL sandbox.
 
     Views: state, event, network, quarantine, built from each Delta table's current committed snapshot.
-    Timestamps are UTC.  In json output, timestamps are RFC 3339 text and binary values base64.
+    Only one SELECT is accepted: statements that write, attach, load, change settings or read files
+    directly are refused (docs/SANDBOX.md).  Timestamps are UTC.  In json output, timestamps are RFC 3339
+    text and binary values base64.
 
     Example: corridorhub sql "SELECT device_id, count(*) FROM state GROUP BY 1"
     """
     settings = settings_from(ctx, lake=lake)
-    result = run_sql(Lake(settings.lake), statement)
+    limits = SandboxLimits(memory_limit=memory_limit, timeout_s=timeout, max_rows=max_rows)
+    answer = run_sql(Lake(settings.lake), statement, limits=limits)
+    result = answer.table
     if output_format == "csv":
         click.echo(format_csv(result), nl=False)
     elif output_format == "json":
         click.echo(format_json(result))
     else:
         click.echo(format_table(result))
+    if answer.truncated:
+        click.echo(
+            f"Note: the result was truncated to the first {max_rows} rows (raise --max-rows to see more).",
+            err=True,
+        )
 
 
 def _text(value: Any) -> str:

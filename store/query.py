@@ -1,31 +1,36 @@
-"""Run one analyst SQL statement over the lake's committed snapshots.
+"""Run one analyst SQL statement over the lake's committed snapshots, through the SQL sandbox.
 
-For now a plain helper for ``corridorhub sql``; the sandboxed analyst service (another issue) replaces
-:func:`run_sql` behind the same seam: open the views, execute one statement, return an Arrow table.
+The simple seam for callers that want a whole (small) result: ``corridorhub sql`` and tests.  Services that
+stream keep one :class:`store.sandbox.Sandbox` and call :meth:`~store.sandbox.Sandbox.query` themselves.
 """
 
 from __future__ import annotations
 
-import duckdb
+from dataclasses import dataclass
+from typing import Any
+
 import pyarrow as pa
 
-from store.errors import QueryError
-from store.lake import Lake, fetch_arrow
+from store.lake import Lake
+from store.sandbox import Sandbox, SandboxLimits
 
 
-def run_sql(lake: Lake, sql: str) -> pa.Table:
-    """Execute ``sql`` (one statement) against views ``state``, ``event``, ``network``, ``quarantine``."""
-    if not sql.strip():
-        raise QueryError("Empty SQL statement")
-    con = lake.connect()
-    try:
-        return fetch_arrow(con, sql)
-    except duckdb.Error as exc:
-        raise QueryError(_one_line(exc)) from None
-    finally:
-        con.close()
+@dataclass(frozen=True)
+class SqlResult:
+    """The rows of one statement, at most ``max_rows`` of them; ``truncated`` when more were left over."""
+
+    table: pa.Table
+    truncated: bool
 
 
-def _one_line(exc: duckdb.Error) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(exc).__name__
+def run_sql(
+    lake: Lake,
+    sql: str,
+    params: list[Any] | dict[str, Any] | None = None,
+    limits: SandboxLimits | None = None,
+) -> SqlResult:
+    """Execute ``sql`` (one read-only statement) against the views ``state``, ``event``, ``network``,
+    ``quarantine``; raise ``QueryRefused`` or ``QueryError`` (one line each) when it cannot run."""
+    with Sandbox(lake, limits or SandboxLimits()) as sandbox, sandbox.query(sql, params) as result:
+        table = result.fetch_all()
+        return SqlResult(table, result.truncated)

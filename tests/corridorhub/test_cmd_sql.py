@@ -132,3 +132,33 @@ def test_help_documents_formats():
     result = run("sql", "--help")
     assert "json: one JSON array" in result.output
     assert sys.modules["corridorhub.cmd_sql"].command.name == "sql"
+
+
+def test_copy_to_is_refused_with_one_line_and_exit_1(lake_path, tmp_path):
+    target = tmp_path / "stolen.csv"
+    result = CliRunner().invoke(cli, ["sql", f"COPY state TO '{target}'", "--lake", lake_path])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: COPY statements are not allowed: the sandbox is read-only"
+    assert not target.exists()
+
+
+def test_truncation_note_on_stderr(lake_path):
+    result = CliRunner().invoke(
+        cli, ["sql", QUERY, "--lake", lake_path, "--format", "csv", "--max-rows", "2"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    assert len(list(csv.reader(io.StringIO(result.stdout)))) == 3  # header + 2 rows
+    assert "truncated to the first 2 rows" in result.stderr
+
+
+def test_timeout_flag_stops_a_long_query(lake_path):
+    bomb = "SELECT sum(a.range * b.range) AS s FROM range(1000000) a, range(1000000) b"
+    result = CliRunner().invoke(cli, ["sql", bomb, "--lake", lake_path, "--timeout", "0.5"])
+    assert result.exit_code == 1
+    assert "exceeded the 0.5 s time limit" in result.output
+
+
+def test_bad_memory_limit_fails_by_name(lake_path):
+    result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--lake", lake_path, "--memory-limit", "lots"])
+    assert result.exit_code == 1
+    assert "limits are not valid" in result.output and "Traceback" not in result.output

@@ -1,0 +1,271 @@
+"""Which analyst statements the SQL sandbox runs: one read-only SELECT over the views, checked by DuckDB.
+
+:func:`check_statement` is the sandbox's first line of defence (the locked, allow-listed connection is the
+second, see ``store.sandbox``).  It asks DuckDB itself what the text is: ``duckdb.extract_statements``
+gives the statement types, and ``json_serialize_sql`` the syntax tree of a SELECT, which is walked for
+
+- table functions: only an allowlist (``range``, ``generate_series``, ``unnest``, ``json_each``, ``json_tree``
+  and the table macros trusted set-up code added) - so no ``read_parquet``, ``glob``, ``query``, ``duckdb_*``,
+  ``pragma_*`` ..., wherever they appear (CTE, subquery, lateral join, lambda);
+- table names: only the relations the sandbox defines and the statement's own CTEs - so no ``FROM 'file.csv'``
+  replacement scans, no Python variables, no ``information_schema``;
+- scalar functions that read settings or the environment (``current_setting``, ``getenv``, ...);
+- ``SHOW`` of settings (``DESCRIBE``, ``SUMMARIZE`` and ``SHOW TABLES`` are fine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import duckdb
+
+from store.errors import QueryError, QueryRefused
+
+#: Table functions an analyst may call: they compute rows, they read nothing.
+SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree"})
+
+#: Scalar functions that read the sandbox's configuration or the process environment.
+DENIED_SCALAR_FUNCTIONS = frozenset(
+    {"current_setting", "getenv", "write_log", "json_execute_serialized_sql", "setval", "nextval"}
+)
+
+#: Scalar functions that build one value whose size an argument sets (argument index; None: range-like).
+#: DuckDB 2.0.1 neither counts such a value against ``memory_limit`` nor interrupts the call that builds it
+#: (``len(range(400000000))`` ran 117 s under a 3 s limit), so the size must be a constant under a cap.
+SIZED_FUNCTIONS: dict[str, int | None] = {
+    "repeat": 1,
+    "lpad": 1,
+    "rpad": 1,
+    "list_resize": 1,
+    "array_resize": 1,
+    "range": None,
+    "generate_series": None,
+}
+MAX_GENERATED = 1_000_000
+
+#: Table functions that read files, named in their refusal so that the analyst knows to use the views.
+_FILE_READERS = re.compile(r"^(read_|parquet_|sniff_csv|glob|.*_scan$|query$|query_table$|iceberg_|delta_)")
+
+_READ_ONLY = "the sandbox is read-only"
+#: Why each refused statement type is refused (DuckDB's StatementType names).
+_REFUSAL_REASONS = {
+    "COPY": _READ_ONLY,
+    "COPY_DATABASE": _READ_ONLY,
+    "EXPORT": _READ_ONLY,
+    "INSERT": _READ_ONLY,
+    "UPDATE": _READ_ONLY,
+    "DELETE": _READ_ONLY,
+    "MERGE_INTO": _READ_ONLY,
+    "CREATE": _READ_ONLY,
+    "CREATE_FUNC": _READ_ONLY,
+    "DROP": _READ_ONLY,
+    "ALTER": _READ_ONLY,
+    "VACUUM": _READ_ONLY,
+    "ANALYZE": _READ_ONLY,
+    "ATTACH": "the sandbox reads only the lake",
+    "DETACH": "the sandbox reads only the lake",
+    "LOAD": "extensions cannot be installed or loaded in the sandbox",
+    "EXTENSION": "extensions cannot be installed or loaded in the sandbox",
+    "SET": "the sandbox's settings are fixed",
+    "VARIABLE_SET": "the sandbox's settings are fixed",
+    "PRAGMA": "pragmas change or reveal the sandbox's settings",
+    "CALL": "the sandbox runs SELECT statements only",
+    "TRANSACTION": "each query runs on its own",
+    "PREPARE": "pass parameters with the query instead",
+    "EXECUTE": "pass parameters with the query instead",
+    "EXPLAIN": "the sandbox runs SELECT statements only",
+    "MULTI": "it runs several statements (a PIVOT without IN (...) does: list the pivot values)",
+}
+
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.DOTALL)
+
+
+def check_statement(
+    sql: str,
+    con: duckdb.DuckDBPyConnection,
+    relations: Collection[str],
+    table_functions: Collection[str] = SAFE_TABLE_FUNCTIONS,
+) -> str:
+    """The one read-only statement in ``sql``, or raise.
+
+    :class:`QueryRefused` names what was refused and why; :class:`QueryError` is for SQL that is not valid
+    (a parser error, an empty text) or names a table that does not exist (listing ``relations``).
+    """
+    if not sql.strip():
+        raise QueryError("Empty SQL statement")
+    try:
+        statements = duckdb.extract_statements(sql)
+        kinds = [_kind(s) for s in statements]
+    except duckdb.ParserException as exc:
+        raise QueryError(one_line(str(exc))) from None
+    if not statements:
+        raise QueryError("Empty SQL statement: only comments")
+    if len(statements) > 1:
+        words = ", ".join(_first_word(s.query) for s in statements)
+        raise QueryRefused(f"Only one statement per query is allowed; found {len(statements)}: {words}")
+    statement, kind = statements[0], kinds[0]
+    if kind != "SELECT":
+        reason = _REFUSAL_REASONS.get(kind, "the sandbox runs SELECT statements only")
+        raise QueryRefused(f"{_first_word(statement.query)} statements are not allowed: {reason}")
+    text = statement.query.strip().rstrip(";").strip()
+    _check_tree(_syntax_tree(text, con), {r.lower() for r in relations}, {f.lower() for f in table_functions})
+    return text
+
+
+def one_line(message: str) -> str:
+    """The first line of a DuckDB message (without the ``LINE 1: ...`` caret context)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else "DuckDB error"
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    """DuckDB's StatementType name; "UNKNOWN" for one the Python client cannot name (UPDATE EXTENSIONS)."""
+    try:
+        return statement.type.name
+    except ValueError:
+        return "UNKNOWN"
+
+
+def _first_word(sql: str) -> str:
+    rest = _LEADING_NOISE.sub("", sql, count=1)
+    match = re.match(r"[A-Za-z_]+", rest)
+    return match.group(0).upper() if match else "These"
+
+
+def _syntax_tree(text: str, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    rows = con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()
+    tree: dict[str, Any] = json.loads(rows[0][0]) if rows else {"error": True}
+    if tree.get("error"):
+        message = str(tree.get("error_message") or "it cannot be analysed")
+        raise QueryRefused(f"This SELECT cannot be checked by the sandbox: {one_line(message)}")
+    return tree
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in the syntax tree, depth first."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _cte_names(tree: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for node in _nodes(tree):
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            names.update(str(entry.get("key", "")).lower() for entry in cte_map.get("map", []))
+    return names
+
+
+def _check_tree(tree: dict[str, Any], relations: set[str], table_functions: set[str]) -> None:
+    ctes = _cte_names(tree)
+    called_as_table: set[int] = set()
+    for node in _nodes(tree):  # parents come before their children
+        ref_type = node.get("type")
+        if ref_type == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            called_as_table.add(id(function))
+            _check_table_function(str(function.get("function_name", "")).lower(), relations, table_functions)
+        elif ref_type == "BASE_TABLE":
+            _check_table_name(node, relations, ctes)
+        elif ref_type == "SHOW_REF":
+            _check_show(node)
+        elif node.get("class") == "FUNCTION" and id(node) not in called_as_table:
+            _check_scalar_function(node)
+
+
+def _check_scalar_function(node: dict[str, Any]) -> None:
+    name = str(node.get("function_name", "")).lower()
+    if name in DENIED_SCALAR_FUNCTIONS:
+        raise QueryRefused(
+            f"The function {name}() is not allowed: it reads the sandbox's settings or environment"
+        )
+    if str(node.get("catalog", "")) or str(node.get("schema", "")) not in ("", "main"):
+        raise QueryRefused(f"Qualified function names ({name}) are not allowed in the sandbox")
+    if name not in SIZED_FUNCTIONS:
+        return
+    args = [_integer_constant(a.get("expression")) for a in node.get("arguments", [])]
+    index = SIZED_FUNCTIONS[name]
+    if index is not None:
+        size = args[index] if len(args) > index else None
+    elif args and len(args) <= 3 and not any(a is None for a in args):
+        size = _range_size(name, [a for a in args if a is not None])
+    else:
+        size = None
+    if size is None or size > MAX_GENERATED:
+        raise QueryRefused(
+            f"{name}() may build at most {MAX_GENERATED:,} characters or elements, given as integer "
+            f"constants "
+            f"(one huge value escapes DuckDB's memory and time limits); for rows, use FROM range(...)"
+        )
+
+
+def _range_size(name: str, args: list[int]) -> int | None:
+    start, stop, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], 1)
+    if len(args) == 3:
+        step = args[2]
+    if step == 0:
+        return None
+    return max(0, -(-(stop - start) // step)) + (name == "generate_series")
+
+
+def _integer_constant(expression: Any) -> int | None:
+    if not isinstance(expression, dict) or expression.get("class") != "CONSTANT":
+        return None
+    literal = expression.get("literal") or {}
+    value = expression.get("value")
+    text = literal.get("text") if isinstance(literal, dict) else None
+    try:
+        return int(text) if text is not None else int(value) if isinstance(value, int) else None
+    except ValueError:
+        return None
+
+
+def _check_table_function(name: str, relations: set[str], allowed: set[str]) -> None:
+    if name in allowed:
+        return
+    views = ", ".join(sorted(relations))
+    if _FILE_READERS.match(name):
+        raise QueryRefused(
+            f"The table function {name}() is not allowed: the sandbox reads no files directly; "
+            f"query the views instead ({views})"
+        )
+    raise QueryRefused(
+        f"The table function {name}() is not allowed in the sandbox; allowed: {', '.join(sorted(allowed))}"
+    )
+
+
+def _check_table_name(node: dict[str, Any], relations: set[str], ctes: set[str]) -> None:
+    name = str(node.get("table_name", ""))
+    catalog = str(node.get("catalog_name", "")).lower()
+    schema = str(node.get("schema_name", "")).lower()
+    if re.search(r"[/\\:.~*?]", name) or name.startswith("$"):
+        raise QueryRefused(
+            f"Reading files by name ({name!r}) is not allowed: the sandbox reads only its views "
+            f"({', '.join(sorted(relations))})"
+        )
+    known = (catalog in ("", "memory") and schema in ("", "main") and name.lower() in relations) or (
+        not catalog and not schema and name.lower() in ctes
+    )
+    if not known:
+        qualified = ".".join(part for part in (catalog, schema, name) if part)
+        raise QueryError(f"Unknown table {qualified!r}; tables you can use: {', '.join(sorted(relations))}")
+
+
+def _check_show(node: dict[str, Any]) -> None:
+    show_type = node.get("show_type")
+    if show_type in ("DESCRIBE", "SUMMARY"):
+        return
+    if show_type == "SHOW_SPECIAL" and str(node.get("table_name", "")).strip('"').lower() == "tables":
+        return
+    raise QueryRefused(
+        f"SHOW {node.get('table_name', '')} is not allowed: use DESCRIBE or SHOW TABLES".strip()
+    )
