@@ -13,7 +13,7 @@ import click
 
 from corridorhub._options import settings_from
 from corridorhub.bench.ingest import IngestBenchConfig, run_ingest_bench
-from corridorhub.bench.machine import describe_machine
+from corridorhub.bench.machine import describe_machine, load_average
 from corridorhub.bench.report import figures, render
 
 
@@ -95,6 +95,7 @@ def ingest(
         seed=seed,
     )
     machine = describe_machine()
+    load_before = load_average()
     _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if workdir is not None:
         folder = Path(workdir)
@@ -105,5 +106,9 @@ def ingest(
             result = run_ingest_bench(config, settings, Path(tmp), _echo)
     figs = figures(result)
     figs["machine"] = machine
+    # Other processes on the machine skew every figure: say how busy it was.
+    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
+    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
+          f"({machine['cpus']} CPUs)")  # fmt: skip
     for line in render(result, figs):
         click.echo(line)

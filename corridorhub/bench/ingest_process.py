@@ -1,8 +1,8 @@
 """The ingest under test, in a process of its own: its CPU and peak RSS are then its own.
 
-The parent (``IngestProcess``) starts ``python -m corridorhub.bench.ingest_process SPEC``, where SPEC is
-JSON: the ingest settings and, for a drain, how many messages to expect.  The child runs the real
-``Ingestor`` on a thread and talks back in JSON lines on stdout:
+``IngestProcess`` starts ``python -m corridorhub.bench._ingest_child SPEC``, where SPEC is JSON: the
+ingest settings and, for a drain, how many messages to expect.  The child runs the real ``Ingestor``
+on a thread and talks back in JSON lines on stdout:
 
 ``{"event": "ready"}``                    connected and subscribed
 ``{"event": "progress", "acked": N, ...}`` four times a second
@@ -17,12 +17,10 @@ message received to the moment the last acknowledgement was sent, read from the 
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
@@ -30,9 +28,6 @@ from typing import IO, Any
 
 from store.errors import CorridorHubError
 from store.settings import Settings
-
-PROGRESS_EVERY_S = 0.25
-POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -72,7 +67,7 @@ class IngestProcess:
         self._log = self.log_path.open("ab")
         # cwd is the bench's own folder: no corridorhub.toml from the caller's folder leaks in.
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "corridorhub.bench.ingest_process", json.dumps(self.spec)],
+            [sys.executable, "-m", "corridorhub.bench._ingest_child", json.dumps(self.spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -150,69 +145,3 @@ def _run_from(event: dict[str, Any]) -> IngestRun:
         drain_s=event["drain_s"],
         peak_rss_mb=float(event["peak_rss_mb"]),
     )
-
-
-# -- the child ---------------------------------------------------------------------------------------------
-
-
-def _emit(event: str, **fields_: Any) -> None:
-    print(json.dumps({"event": event, **fields_}), flush=True)
-
-
-def _child(spec: dict[str, Any]) -> None:
-    from corridorhub.bench._measure import peak_rss_mb
-    from corridorhub.config import load_settings
-    from ingest import Ingestor
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(spec["settings"], environ={})
-    expect: int | None = spec["expect_messages"]
-    ingestor = Ingestor(settings)
-    counters = ingestor.counters
-    stop = threading.Event()
-    asked_to_stop = threading.Event()
-
-    def watch_stdin() -> None:
-        sys.stdin.readline()
-        asked_to_stop.set()
-
-    worker = threading.Thread(target=ingestor.run, args=(stop,), name="ingest", daemon=True)
-    worker.start()
-    threading.Thread(target=watch_stdin, name="stdin", daemon=True).start()
-    while not (counters.subscribed or asked_to_stop.is_set() or not worker.is_alive()):
-        time.sleep(POLL_S)
-    _emit("ready")
-
-    first_at: float | None = None
-    done_at: float | None = None
-    next_progress = time.monotonic()
-    while worker.is_alive() and not asked_to_stop.is_set():
-        now = time.monotonic()
-        if first_at is None and counters.messages_received:
-            first_at = now
-        if expect is not None and counters.messages_acked >= expect:
-            done_at = now
-            break
-        if now >= next_progress:
-            _emit("progress", **_figures(ingestor))
-            next_progress = now + PROGRESS_EVERY_S
-        time.sleep(POLL_S)
-    stop.set()
-    worker.join()
-    drain_s = done_at - first_at if done_at is not None and first_at is not None else None
-    _emit("done", drain_s=drain_s, peak_rss_mb=peak_rss_mb(), **_figures(ingestor))
-
-
-def _figures(ingestor: Any) -> dict[str, int]:
-    c = ingestor.counters
-    with c.lock:
-        return {
-            "received": c.messages_received,
-            "acked": c.messages_acked,
-            "rows": sum(c.rows.values()),
-            "commits": c.commits,
-        }
-
-
-if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))

@@ -30,6 +30,14 @@ def describe_machine() -> dict[str, str]:
     return out
 
 
+def load_average() -> float:
+    """The 1-minute load average: above the core count, other work competed with the benchmark."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        return float("nan")
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
