@@ -27,8 +27,12 @@ class Delivery:
 
 
 class MessageBuffer:
-    def __init__(self, max_bytes: int) -> None:
+    """``max_bytes`` bounds what waits; a flush takes at most ``flush_messages`` / ``flush_bytes``."""
+
+    def __init__(self, max_bytes: int, flush_messages: int, flush_bytes: int) -> None:
         self.max_bytes = max_bytes
+        self.flush_messages = flush_messages
+        self.flush_bytes = flush_bytes
         self._queue: deque[Delivery] = deque()
         self._queued_bytes = 0
         self._held_bytes = 0  # taken by the commit thread, not yet released
@@ -53,19 +57,23 @@ class MessageBuffer:
                 and self._queued_bytes + self._held_bytes + size > self.max_bytes
             ):
                 self._cond.wait(0.5)
-            if not self._queue:
+            first = not self._queue
+            if first:
                 self._first_at = time.monotonic()
             self._queue.append(delivery)
             self._queued_bytes += size
-            self._cond.notify_all()
+            # Wake the commit thread only when it has something new to decide: waking it on every
+            # message costs the network thread the GIL thousands of times a second.
+            if first or len(self._queue) == self.flush_messages or self._queued_bytes >= self.flush_bytes:
+                self._cond.notify_all()
 
     def _queue_or_held(self) -> bool:
         return bool(self._queue) or self._held_bytes > 0
 
-    def take(
-        self, *, interval_s: float, max_messages: int, max_bytes: int, stop: threading.Event
-    ) -> list[Delivery]:
-        """Wait until the oldest message is ``interval_s`` old, enough has gathered, or stop; take all."""
+    def take(self, *, interval_s: float, stop: threading.Event) -> list[Delivery]:
+        """Wait until the oldest message is ``interval_s`` old, a flush's worth has gathered, or stop;
+        then take at most a flush's worth (the rest waits for the next flush, so a backlog is
+        decoded in bounded pieces)."""
         with self._cond:
             while True:
                 if self._queue:
@@ -73,8 +81,8 @@ class MessageBuffer:
                     age = time.monotonic() - self._first_at
                     if (
                         age >= interval_s
-                        or len(self._queue) >= max_messages
-                        or self._queued_bytes >= max_bytes
+                        or len(self._queue) >= self.flush_messages
+                        or self._queued_bytes >= self.flush_bytes
                         or stop.is_set()
                     ):
                         break
@@ -83,11 +91,16 @@ class MessageBuffer:
                     return []
                 else:
                     self._cond.wait(0.2)
-            taken = list(self._queue)
-            self._queue.clear()
-            self._held_bytes += self._queued_bytes
-            self._queued_bytes = 0
-            self._first_at = None
+            taken: list[Delivery] = []
+            size = 0
+            while self._queue and len(taken) < self.flush_messages and (not taken or size < self.flush_bytes):
+                delivery = self._queue.popleft()
+                taken.append(delivery)
+                size += len(delivery.raw.payload)
+            self._queued_bytes -= size
+            self._held_bytes += size
+            # What is left is as old as the flush it missed: due at once.
+            self._first_at = time.monotonic() - interval_s if self._queue else None
             return taken
 
     def release(self, deliveries: list[Delivery]) -> None:

@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.geo import assign_zone
 from store.schema import (
     IDENTIFIER_PATTERN,
     MAX_BATCH_SAMPLES,
@@ -271,6 +272,14 @@ class _NonFinite(Exception):
     pass
 
 
+_ABSENT = object()  # a field the sample does not have (JSON null is None)
+
+
+def _dump_sample(sample: dict[str, Any], ts: Any) -> bytes:
+    """The sample as JSON again, with the ts that decoding took out of it."""
+    return orjson.dumps(sample if ts is _ABSENT else {"ts": ts, **sample})
+
+
 class _LazyValues:
     """One field of every sample, read from the dicts only when a slow path or a message needs it."""
 
@@ -279,19 +288,27 @@ class _LazyValues:
         self._name = name
         self._values: list[Any] | None = None
 
+    @classmethod
+    def of(cls, values: list[Any]) -> _LazyValues:
+        lazy = cls([], "")
+        lazy._values = values
+        return lazy
+
     def list(self) -> list[Any]:
         if self._values is None:
             self._values = [s.get(self._name) for s in self._samples]
         return self._values
 
     def __getitem__(self, row: int) -> Any:
+        if self._values is not None:
+            return self._values[row]
         return self._samples[row].get(self._name)
 
     def __iter__(self) -> Any:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._values) if self._values is not None else len(self._samples)
 
 
 class _Checks:
@@ -390,33 +407,46 @@ def _column_values(
 
 
 def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) -> pa.Array:
-    """Epoch microseconds (int64) from RFC 3339 text or integer epoch milliseconds."""
+    """Epoch microseconds (int64) from RFC 3339 text or integer epoch milliseconds.
+
+    Devices of different operators send different forms, so a flush often mixes them: the integers
+    and the texts are each converted as a whole, and only texts Arrow cannot parse are looked at
+    one by one.
+    """
     if inferred is not None and pa.types.is_int64(inferred.type):
         return _epoch_ms_to_us(inferred, values, checks)
     if inferred is not None and pa.types.is_string(inferred.type):
-        try:
-            return _parse_rfc3339(inferred)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    out: list[int | None] = []
-    for r, v in enumerate(values):
-        us: int | None = None
+        return _texts_to_us(inferred, values, checks)
+    raw = values.list()
+    texts = pa.array([v if type(v) is str else None for v in raw], pa.string())
+    small = [v if type(v) is int and -(2**53) <= v <= 2**53 else None for v in raw]
+    for r, v in enumerate(raw):
+        if v is None or type(v) is str:
+            continue
         if type(v) is int:
-            if -(2**53) <= v <= 2**53:
-                us = v * 1000
-            else:
+            if small[r] is None:
                 checks.fail([r], "ts_out_of_range", lambda _r, v=v: f"ts {v} is out of range")
-        elif type(v) is str:
+        else:
+            checks.fail([r], "invalid_ts", lambda _r, v=v: f"ts is a JSON {_kind(v)}, not text or integer")
+    from_ints = pc.multiply(pa.array(small, pa.int64()), 1000)
+    return pc.coalesce(_texts_to_us(texts, values, checks), from_ints)
+
+
+def _texts_to_us(texts: pa.Array, values: _LazyValues, checks: _Checks) -> pa.Array:
+    try:
+        return _parse_rfc3339(texts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out: list[int | None] = []
+    for r, v in enumerate(texts.to_pylist()):
+        us: int | None = None
+        if v is not None:
             try:
                 us = _parse_rfc3339(pa.array([v], pa.string()))[0].as_py()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 checks.fail(
-                    [r],
-                    "invalid_ts",
-                    lambda _r, v=v: f"ts {v[:60]!r} is not RFC 3339 with an offset",
+                    [r], "invalid_ts", lambda _r, v=v: f"ts {v[:60]!r} is not RFC 3339 with an offset"
                 )
-        elif v is not None:
-            checks.fail([r], "invalid_ts", lambda _r, v=v: f"ts is a JSON {_kind(v)}, not text or integer")
         out.append(us)
     return pa.array(out, pa.int64())
 
@@ -458,13 +488,20 @@ def _build_stream(
     arrays: dict[str, pa.Array] = {}
 
     # Arrow reads all samples at once into a struct when every field has one JSON type throughout;
-    # otherwise each column is read on its own.
+    # otherwise each column is read on its own.  ts is taken out first: operators send it as text or
+    # as an integer, and a mixed ts would keep every other column off the fast path.
+    ts_raw = [sample.pop("ts", _ABSENT) for sample in samples]
     struct = _infer(samples)
     may_hold_booleans = any(
         b"true" in messages[m].payload or b"false" in messages[m].payload for m in set(gathered.message)
     )
     struct_fields = set(struct.type.names) if struct is not None else set()
-    for column in payload_columns:
+    ts_values = _LazyValues.of([None if v is _ABSENT else v for v in ts_raw])
+    for column in payload_columns:  # in schema order: a row's reason is its first failing column
+        if column.name == "ts":
+            arrays["ts"] = _ts_values(_infer(ts_values.list()), ts_values, checks)
+            _check_column(column, arrays["ts"], ts_values, checks)
+            continue
         values = _LazyValues(samples, column.name)
         if struct is None:
             inferred = _infer(values.list())
@@ -472,10 +509,7 @@ def _build_stream(
             inferred = struct.field(column.name)
         else:
             inferred = pa.nulls(n)
-        if column.name == "ts":
-            arrays["ts"] = _ts_values(inferred, values, checks)
-        else:
-            arrays[column.name] = _column_values(column, inferred, values, checks, may_hold_booleans)
+        arrays[column.name] = _column_values(column, inferred, values, checks, may_hold_booleans)
         _check_column(column, arrays[column.name], values, checks)
 
     message_index = np.asarray(gathered.message, dtype=np.int64)
@@ -498,7 +532,7 @@ def _build_stream(
         quarantine.add(
             messages[m],
             topics[m],
-            orjson.dumps(samples[r]) if gathered.index[r] is not None else messages[m].payload,
+            _dump_sample(samples[r], ts_raw[r]) if gathered.index[r] is not None else messages[m].payload,
             gathered.index[r],
             checks.reason[r] or "wrong_type",
             checks.text[r],
@@ -523,7 +557,10 @@ def _build_stream(
     operator = pa.array([t.operator for t in topics], pa.string()).take(kept_messages)
     device = pa.array([t.device_id for t in topics], pa.string()).take(kept_messages)
     ts = arrays["ts"].filter(kept).cast(TIMESTAMP)
+    lat = arrays["lat"].filter(kept) if "lat" in arrays else None
+    lon = arrays["lon"].filter(kept) if "lon" in arrays else None
     columns: dict[str, pa.Array] = {
+        "zone": _zones(lat, lon, len(keep_idx)),
         "operator": operator,
         "device_id": device,
         "extra": extra,
@@ -536,6 +573,15 @@ def _build_stream(
     columns["ts"] = ts
     arrow_schema = schema.arrow
     return pa.table([columns[f.name] for f in arrow_schema], schema=arrow_schema)
+
+
+def _zones(lat: pa.Array | None, lon: pa.Array | None, n: int) -> pa.Array:
+    if lat is None or lon is None or n == 0 or lat.null_count == n:
+        return pa.nulls(n, pa.string())
+    return assign_zone(
+        lat.to_numpy(zero_copy_only=False).astype("float64"),
+        lon.to_numpy(zero_copy_only=False).astype("float64"),
+    )
 
 
 def _check_column(column: Column, array: pa.Array, values: _LazyValues, checks: _Checks) -> None:

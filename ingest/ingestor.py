@@ -56,7 +56,7 @@ class Ingestor:
         self.settings = settings
         self.lake = lake or Lake(settings.lake)
         self.counters = IngestCounters(client_id=settings.client_id)
-        self.buffer = MessageBuffer(settings.buffer_bytes)
+        self.buffer = MessageBuffer(settings.buffer_bytes, settings.flush_messages, settings.flush_bytes)
         self.decoder = Decoder(max_payload_bytes=settings.max_payload_bytes)
         self.dedup = Deduplicator()
         self.session = BrokerSession(settings, self._receive, self.counters)
@@ -85,12 +85,7 @@ class Ingestor:
         next_status = time.monotonic() + self.settings.status_interval_s
         try:
             while True:
-                taken = self.buffer.take(
-                    interval_s=self.settings.flush_interval_s,
-                    max_messages=self.settings.flush_messages,
-                    max_bytes=self.settings.flush_bytes,
-                    stop=stop,
-                )
+                taken = self.buffer.take(interval_s=self.settings.flush_interval_s, stop=stop)
                 if taken:
                     self._commit_and_ack(taken, stop)
                 if time.monotonic() >= next_status:

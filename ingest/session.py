@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -27,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from ingest.buffer import Delivery
 from ingest.decode import RawMessage
 from ingest.status import IngestCounters
-from store.errors import BrokerError
+from store.errors import BrokerError, ConfigError
 from store.settings import Settings
 
 log = logging.getLogger("corridorhub.ingest")
@@ -60,6 +61,8 @@ class BrokerSession:
             MQTTProtocolVersion.MQTTv5 if settings.mqtt_version == "5" else MQTTProtocolVersion.MQTTv311
         )
         self._connack = threading.Event()
+        # The first attempt has an outcome: CONNACK, a refusal that retrying cannot fix, or a failed connect.
+        self._answered = threading.Event()
         self._refused_reason: str | None = None
         self._client: mqtt.Client | None = None
         self._ack_lock = threading.Lock()
@@ -80,12 +83,16 @@ class BrokerSession:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
             ca = str(self.settings.ca_file) if self.settings.ca_file else None
-            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as exc:  # missing, unreadable or not a certificate
+                raise ConfigError(f"Setting 'ca_file' cannot be used ({ca}): {exc}") from None
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def _connect_properties(self) -> Properties | None:
@@ -99,26 +106,57 @@ class BrokerSession:
     def start(self, first_connect_timeout_s: float = 10.0) -> None:
         """Connect (falling back to MQTT 3.1.1 if the broker refuses 5) and start the network thread.
 
-        An unreachable broker is not fatal: paho keeps retrying with backoff, and we log it.
+        An unreachable broker is not fatal: paho keeps retrying with backoff, and we log it.  Refused
+        credentials and a TLS certificate that does not verify are: retrying cannot fix them.
         """
         self._launch()
-        if self._connack.wait(first_connect_timeout_s):
-            return
+        self._answered.wait(first_connect_timeout_s)
         if self._refused_reason == "protocol" and self.protocol is MQTTProtocolVersion.MQTTv5:
             log.warning("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.address)
             self.stop(disconnect=False)
             self.protocol = MQTTProtocolVersion.MQTTv311
             self._refused_reason = None
             self._launch()
-            if self._connack.wait(first_connect_timeout_s):
-                return
+            self._answered.wait(first_connect_timeout_s)
+        if self._connack.is_set():
+            return
         if self._refused_reason == "auth":
             self.stop(disconnect=False)
             raise BrokerError(f"broker {self.address} refused our credentials")
+        problem, fatal = self._tls_problem() if self.address.tls else (None, False)
+        if problem is not None and fatal:
+            self.stop(disconnect=False)
+            ca = self.settings.ca_file or "the system's CA certificates"
+            raise BrokerError(f"TLS to broker {self.address} failed: {problem} (CA file: {ca})")
+        if problem is not None:
+            log.warning("TLS to broker %s failed: %s; retrying in the background", self.address, problem)
+            return
         log.warning("broker %s not reachable yet; retrying in the background", self.address)
+
+    def _tls_problem(self) -> tuple[str | None, bool]:
+        """Why a TLS handshake with the broker fails, and whether for good (a certificate our CA does not
+        verify); (None, False) when it succeeds or the broker is just not reachable."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # what paho's tls_set builds
+        if self.settings.ca_file:
+            context.load_verify_locations(str(self.settings.ca_file))
+        else:
+            context.load_default_certs()
+        try:
+            with (
+                socket.create_connection((self.address.host, self.address.port), timeout=5) as sock,
+                context.wrap_socket(sock, server_hostname=self.address.host),
+            ):
+                return None, False
+        except ssl.SSLCertVerificationError as exc:
+            return f"the broker's certificate cannot be verified: {exc.verify_message or exc}", True
+        except (ssl.SSLError, ConnectionResetError) as exc:  # the port answered, the handshake did not
+            return f"the TLS handshake failed ({exc}); is this port a TLS listener?", False
+        except OSError:
+            return None, False
 
     def _launch(self) -> None:
         self._connack.clear()
+        self._answered.clear()
         self._stopping = False
         client = self._client = self._new_client()
         client.connect_async(
@@ -163,6 +201,8 @@ class BrokerSession:
                 self._refused_reason = "auth"
                 client.disconnect()
             log.error("broker %s refused the connection: %s", self.address, reason)
+            if self._refused_reason is not None:
+                self._answered.set()
             return
         self.generation += 1
         with self.counters.lock:
@@ -181,6 +221,10 @@ class BrokerSession:
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("subscribe to %s failed: %s", topic, mqtt.error_string(result))
         self._connack.set()
+        self._answered.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._answered.set()  # no TCP connection or no TLS handshake; paho retries with backoff
 
     def _on_subscribe(
         self,
@@ -217,6 +261,7 @@ class BrokerSession:
         ):
             # The socket opened but no CONNACK came: some brokers just hang up on MQTT 5.
             self._refused_reason = "protocol"
+            self._answered.set()
         if was_connected and not self._stopping:
             log.warning("disconnected from %s: %s; reconnecting", self.address, reason)
 

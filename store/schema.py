@@ -260,6 +260,14 @@ _NETWORK_FIELDS: tuple[Column, ...] = (
 
 _TAIL: tuple[Column, ...] = (
     Column(
+        "zone",
+        pa.string(),
+        "",
+        "Corridor zone holding lat/lon (store/geo/data/corridor_zones.geojson); null outside every zone.",
+        Source.HUB,
+        Publish.DIMENSION,
+    ),
+    Column(
         "extra",
         pa.string(),
         "",

@@ -125,10 +125,14 @@ class Settings:
     flush_interval_s: float = field(
         default=0.5, metadata=_help("Commit at least this often while messages wait.")
     )
-    flush_messages: int = field(default=50_000, metadata=_help("Commit once this many messages wait."))
-    flush_bytes: int = field(default=32 * 2**20, metadata=_help("Commit once this many payload bytes wait."))
+    flush_messages: int = field(
+        default=50_000, metadata=_help("Commit once this many messages wait (and take no more).")
+    )
+    flush_bytes: int = field(
+        default=8 * 2**20, metadata=_help("Commit once this many payload bytes wait (and take no more).")
+    )
     buffer_bytes: int = field(
-        default=128 * 2**20,
+        default=32 * 2**20,
         metadata=_help("Stop taking messages while this many payload bytes wait for a commit."),
     )
     max_payload_bytes: int = field(default=2**20, metadata=_help("Payloads above this are quarantined."))
