@@ -139,13 +139,13 @@ class ConfiguredBroker:
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(rendered + "\n# --- added by the test ---\n" + "\n".join(self.extra) + "\n")
         with (self.data_dir / "mosquitto.stderr").open("ab") as errors:
-            self.process = subprocess.Popen(
+            process = self.process = subprocess.Popen(
                 [executable, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=errors, stderr=errors
             )
-        if not wait_until(lambda: _port_open(self.port) or self.process.poll() is not None, 15, 0.05):
+        if not wait_until(lambda: _port_open(self.port) or process.poll() is not None, 15, 0.05):
             self.__exit__(None, None, None)
             pytest.fail(f"mosquitto did not open port {self.port}:\n{self.log()}", pytrace=False)
-        if self.process.poll() is not None:
+        if process.poll() is not None:
             pytest.fail(f"mosquitto exited at start:\n{self.log()}", pytrace=False)
         return self
 
