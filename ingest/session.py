@@ -110,8 +110,12 @@ class BrokerSession:
         credentials and a TLS certificate that does not verify are: retrying cannot fix them.
         """
         self._launch()
-        self._answered.wait(first_connect_timeout_s)
-        if self._refused_reason == "protocol" and self.protocol is MQTTProtocolVersion.MQTTv5:
+        answered = self._answered.wait(first_connect_timeout_s)
+        # Some brokers (amqtt) answer an MQTT 5 CONNECT with properties by saying nothing at all:
+        # a socket that is open with no CONNACK after the timeout counts as a refusal of MQTT 5.
+        client = self._client
+        silent = not answered and client is not None and client.socket() is not None
+        if (self._refused_reason == "protocol" or silent) and self.protocol is MQTTProtocolVersion.MQTTv5:
             log.warning("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.address)
             self.stop(disconnect=False)
             self.protocol = MQTTProtocolVersion.MQTTv311

@@ -115,3 +115,21 @@ def test_ingest_waits_for_a_broker_that_is_not_up_yet(tmp_path: Path, lake_dir: 
         finally:
             broker.stop()
     assert set(lake_keys(lake_dir)) == expected_rows(messages)
+
+
+def test_a_broker_that_ignores_mqtt5_gets_mqtt311(tmp_path: Path, lake_dir: Path) -> None:
+    """amqtt says nothing at all to an MQTT 5 CONNECT with properties: ingest falls back to 3.1.1."""
+    with EmbeddedBroker(tmp_path / "amqtt", force_amqtt=True) as amqtt:
+        settings = ingest_settings(amqtt.url, lake_dir)
+        messages = list(generate(SimConfig(devices=2, rate_hz=2, duration_s=10, seed=4, start=START)))
+        with running_ingestor(settings) as ingestor:
+            assert ingestor.counters.protocol == "3.1.1"
+            publish(
+                messages,
+                BrokerAddress.parse(amqtt.url),
+                realtime=False,
+                client_id="amqtt-pub",
+                protocol="3.1.1",
+            )
+            assert wait_until(lambda: ingestor.counters.messages_acked >= len(messages), timeout=30)
+    assert set(lake_keys(lake_dir)) == expected_rows(messages)
