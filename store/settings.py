@@ -158,6 +158,40 @@ class Settings:
     sql_max_temp_size: str = field(default="2GB", metadata=_help("Spill space one SQL query may use."))
     sql_concurrency: int = field(default=4, metadata=_help("SQL queries the service runs at once."))
     max_request_bytes: int = field(default=1_048_576, metadata=_help("Largest HTTP request body accepted."))
+    # -- publishing open data ------------------------------------------------------------------------
+    publish_k: int = field(
+        default=10, metadata=_help("A published cell needs at least this many distinct devices.")
+    )
+    publish_dominance: float = field(
+        default=0.8,
+        metadata=_help("A published cell is suppressed when one operator contributes more than this share."),
+    )
+    pseudonym_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_help(
+            "Key of the daily HMAC pseudonyms in trajectories-sample (never written out).", secret=True
+        ),
+    )
+    privacy_zones_file: Path | None = field(
+        default=None,
+        metadata=_help("GeoJSON of privacy zones (depots, homes, hospitals) publishing removes."),
+    )
+    trip_trim_m: float = field(
+        default=200.0, metadata=_help("Metres trimmed from each end of a published trip.")
+    )
+    dp_epsilon: float | None = field(
+        default=None, metadata=_help("Differential privacy: epsilon spent per release (off when unset).")
+    )
+    dp_delta: float = field(default=1e-6, metadata=_help("Differential privacy: delta per release."))
+    dp_budget_epsilon: float = field(
+        default=10.0,
+        metadata=_help("Differential privacy: total epsilon a dataset may spend over all releases."),
+    )
+    ckan_url: str | None = field(default=None, metadata=_help("CKAN portal to push releases to (optional)."))
+    ckan_api_key: str | None = field(
+        default=None, repr=False, metadata=_help("CKAN API token for the push.", secret=True)
+    )
 
     def __post_init__(self) -> None:
         BrokerAddress.parse(self.broker)
@@ -207,6 +241,24 @@ class Settings:
             raise ConfigError(
                 f"Setting 'sql_timeout_s' must be between 0.1 and 3600, got {self.sql_timeout_s}"
             )
+        if not 2 <= self.publish_k <= 10_000:
+            raise ConfigError(f"Setting 'publish_k' must be between 2 and 10000, got {self.publish_k}")
+        if not 0.0 < self.publish_dominance <= 1.0:
+            raise ConfigError(
+                f"Setting 'publish_dominance' must be above 0 and at most 1, got {self.publish_dominance}"
+            )
+        if not 0.0 <= self.trip_trim_m <= 10_000:
+            raise ConfigError(f"Setting 'trip_trim_m' must be between 0 and 10000, got {self.trip_trim_m}")
+        if self.dp_epsilon is not None and not 0.0 < self.dp_epsilon <= 100:
+            raise ConfigError(f"Setting 'dp_epsilon' must be above 0 and at most 100, got {self.dp_epsilon}")
+        if not 0.0 <= self.dp_delta < 1e-2:
+            raise ConfigError(f"Setting 'dp_delta' must be at least 0 and below 0.01, got {self.dp_delta}")
+        if not 0.0 < self.dp_budget_epsilon <= 1000:
+            raise ConfigError(
+                f"Setting 'dp_budget_epsilon' must be above 0 and at most 1000, got {self.dp_budget_epsilon}"
+            )
+        if self.pseudonym_secret is not None and len(self.pseudonym_secret) < 16:
+            raise ConfigError("Setting 'pseudonym_secret' must be at least 16 characters")
         for name in ("sql_memory_limit", "sql_max_temp_size"):
             if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", getattr(self, name)):
                 raise ConfigError(
