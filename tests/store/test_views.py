@@ -37,7 +37,7 @@ def rows(stream: str, records: list[dict[str, Any]], *, zone: bool = False) -> p
     if zone:
         lat = [math.nan if r.get("lat") is None else r["lat"] for r in records]
         lon = [math.nan if r.get("lon") is None else r["lon"] for r in records]
-        table = table.append_column("zone", assign_zone(lat, lon))
+        table = table.set_column(schema.get_field_index("zone"), "zone", assign_zone(lat, lon))
     return table
 
 
