@@ -59,6 +59,14 @@ class Snapshot:
     files: tuple[str, ...]
     schema: pa.Schema
 
+    @property
+    def view_schema(self) -> pa.Schema:
+        """The table's schema plus columns declared in store.schema since the table was created:
+        readers see them as NULL in older files instead of failing on a missing column."""
+        declared = SCHEMAS[self.table].arrow
+        missing = [f for f in declared if f.name not in self.schema.names]
+        return pa.schema([*self.schema, *missing]) if missing else self.schema
+
 
 class Lake:
     """The Delta tables under one root, with cached per-table handles updated incrementally."""
@@ -258,7 +266,7 @@ class Lake:
             if self.has_table(name):
                 snap = self.snapshot(name)
                 used[name] = snap.version
-                files, schema = snap.files, snap.schema
+                files, schema = snap.files, snap.view_schema
             else:
                 files, schema = (), SCHEMAS[name].arrow
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {select_files(files, schema)}")

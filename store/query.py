@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from store.lake import Lake
 from store.sandbox import Sandbox, SandboxLimits
+from store.views import create_analyst_views
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,19 @@ def run_sql(
     params: list[Any] | dict[str, Any] | None = None,
     limits: SandboxLimits | None = None,
 ) -> SqlResult:
-    """Execute ``sql`` (one read-only statement) against the views ``state``, ``event``, ``network``,
-    ``quarantine``; raise ``QueryRefused`` or ``QueryError`` (one line each) when it cannot run."""
-    with Sandbox(lake, limits or SandboxLimits()) as sandbox, sandbox.query(sql, params) as result:
+    """Execute ``sql`` (one read-only statement) against the lake's tables ``state``, ``event``,
+    ``network``, ``quarantine`` and the analyst views (``trips``, ``device_day``, ... and ``zones``);
+    raise ``QueryRefused`` or ``QueryError`` (one line each) when it cannot run."""
+    sandbox = analyst_sandbox(lake, limits or SandboxLimits())
+    with sandbox, sandbox.query(sql, params) as result:
         table = result.fetch_all()
         return SqlResult(table, result.truncated)
+
+
+def analyst_sandbox(lake: Lake, limits: SandboxLimits) -> Sandbox:
+    """The sandbox analysts get everywhere (CLI and HTTP): the lake's tables plus the analyst views."""
+
+    def setup(con: duckdb.DuckDBPyConnection) -> None:
+        create_analyst_views(con)
+
+    return Sandbox(lake, limits, setup=setup)

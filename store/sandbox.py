@@ -230,7 +230,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, snapshots: dict[str, Snapshot]
     """The four lake views, each over exactly the files its snapshot lists (the ones allow-listed)."""
     for name in TABLES:
         snap = snapshots.get(name)
-        files, schema = (snap.files, snap.schema) if snap else ((), SCHEMAS[name].arrow)
+        files, schema = (snap.files, snap.view_schema) if snap else ((), SCHEMAS[name].arrow)
         local = [_local_path(f) for f in files]
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {select_files(local, schema)}")
 

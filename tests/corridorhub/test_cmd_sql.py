@@ -95,7 +95,7 @@ def test_empty_table_query(lake_path):
     ("statement", "message"),
     [
         ("SELEC nonsense", "Parser Error"),
-        ("SELECT * FROM trips", "trips"),
+        ("SELECT * FROM journeys", "journeys"),
         ("SELECT no_such_column FROM state", "no_such_column"),
         ("   ", "Empty SQL"),
     ],
@@ -162,3 +162,12 @@ def test_bad_memory_limit_fails_by_name(lake_path):
     result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--lake", lake_path, "--memory-limit", "lots"])
     assert result.exit_code == 1
     assert "limits are not valid" in result.output and "Traceback" not in result.output
+
+
+def test_the_analyst_views_are_there_from_the_cli_too(lake_path):
+    result = run("sql", "SELECT count(*) AS n FROM zones", "--lake", lake_path, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert int(result.output.splitlines()[1]) > 0
+    for view in ("trips", "device_day", "network_mesh_hour", "speed_mesh_15min", "events_zone_day"):
+        result = run("sql", f"SELECT * FROM {view} LIMIT 1", "--lake", lake_path, "--format", "json")
+        assert result.exit_code == 0, (view, result.output)

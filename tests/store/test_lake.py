@@ -204,3 +204,21 @@ def test_concurrent_appends_from_two_processes_lose_nothing(lake):
     assert rows == [("bus-1", 1500, 1500, 0, 1499), ("bus-2", 1500, 1500, 0, 1499)]
     for path in glob.glob(os.path.join(lake.root, "state", "*", "*.parquet")):
         pq.read_metadata(path)
+
+
+def test_a_table_created_before_a_column_was_declared_reads_it_as_null(tmp_path):
+    from deltalake import write_deltalake
+
+    from store.sandbox import Sandbox
+
+    old = state_rows([1, 2]).drop_columns(["zone"])  # what ingest wrote before `zone` existed
+    write_deltalake(str(tmp_path / "lake" / "state"), old, partition_by=["date"])
+    lake = Lake(tmp_path / "lake")
+    assert "zone" not in lake.snapshot("state").schema.names
+    con = lake.connect()
+    assert con.execute("SELECT seq, zone FROM state ORDER BY seq").fetchall() == [(1, None), (2, None)]
+    with (
+        Sandbox(lake) as sandbox,
+        sandbox.query("SELECT count(zone) AS z, count(*) AS n FROM state") as result,
+    ):
+        assert result.fetch_all().to_pylist() == [{"z": 0, "n": 2}]
