@@ -89,6 +89,50 @@ def _mask_url(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """The allowed range of a numeric setting (``open_low``: the low end itself is not allowed)."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def check(self, name: str, value: float | None) -> None:
+        if value is None:
+            return
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        if not (above and below):  # written so that NaN fails too
+            low = f"above {self.low:g}" if self.open_low else f"at least {self.low:g}"
+            high = f"below {self.high:g}" if self.open_high else f"at most {self.high:g}"
+            raise ConfigError(f"Setting '{name}' must be {low} and {high}, got {value}")
+
+
+_BOUNDS: dict[str, _Bounds] = {
+    "session_expiry_s": _Bounds(1, 2**32 - 1),
+    "receive_maximum": _Bounds(1, 65_535),
+    "flush_interval_s": _Bounds(0.01, 60),
+    "flush_messages": _Bounds(1, 10_000_000),
+    "flush_bytes": _Bounds(1024, 2**34),
+    "buffer_bytes": _Bounds(2**20, 2**36),
+    "max_payload_bytes": _Bounds(64, 256 * 2**20),
+    "status_interval_s": _Bounds(0.1, 3600),
+    "port": _Bounds(1, 65_535),
+    "sql_timeout_s": _Bounds(0.1, 3600),
+    "sql_max_rows": _Bounds(1, 100_000_000),
+    "sql_threads": _Bounds(1, 256),
+    "sql_concurrency": _Bounds(1, 256),
+    "max_request_bytes": _Bounds(1024, 2**30),
+    "publish_k": _Bounds(2, 10_000),
+    "publish_dominance": _Bounds(0, 1, open_low=True),
+    "trip_trim_m": _Bounds(0, 10_000),
+    "dp_epsilon": _Bounds(0, 100, open_low=True),
+    "dp_delta": _Bounds(0, 0.01, open_high=True),
+    "dp_budget_epsilon": _Bounds(0, 1000, open_low=True),
+}
+
+
 def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
     return {"help": text, "secret": secret}
 
@@ -206,57 +250,10 @@ class Settings:
             raise ConfigError(
                 f"Setting 'log_level' must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
             )
-        for name, low, high in (
-            ("session_expiry_s", 1, 2**32 - 1),
-            ("receive_maximum", 1, 65_535),
-            ("flush_messages", 1, 10_000_000),
-            ("flush_bytes", 1024, 2**34),
-            ("buffer_bytes", 2**20, 2**36),
-            ("max_payload_bytes", 64, 256 * 2**20),
-        ):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ConfigError(f"Setting '{name}' must be between {low} and {high}, got {value}")
-        if not 0.01 <= self.flush_interval_s <= 60:
-            raise ConfigError(
-                f"Setting 'flush_interval_s' must be between 0.01 and 60, got {self.flush_interval_s}"
-            )
-        if not 0.1 <= self.status_interval_s <= 3600:
-            raise ConfigError(
-                f"Setting 'status_interval_s' must be between 0.1 and 3600, got {self.status_interval_s}"
-            )
+        for name, bounds in _BOUNDS.items():
+            bounds.check(name, getattr(self, name))
         if self.buffer_bytes < self.max_payload_bytes:
             raise ConfigError("Setting 'buffer_bytes' must be at least 'max_payload_bytes'")
-        for name, low, high in (
-            ("port", 1, 65_535),
-            ("sql_max_rows", 1, 100_000_000),
-            ("sql_threads", 1, 256),
-            ("sql_concurrency", 1, 256),
-            ("max_request_bytes", 1024, 2**30),
-        ):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ConfigError(f"Setting '{name}' must be between {low} and {high}, got {value}")
-        if not 0.1 <= self.sql_timeout_s <= 3600:
-            raise ConfigError(
-                f"Setting 'sql_timeout_s' must be between 0.1 and 3600, got {self.sql_timeout_s}"
-            )
-        if not 2 <= self.publish_k <= 10_000:
-            raise ConfigError(f"Setting 'publish_k' must be between 2 and 10000, got {self.publish_k}")
-        if not 0.0 < self.publish_dominance <= 1.0:
-            raise ConfigError(
-                f"Setting 'publish_dominance' must be above 0 and at most 1, got {self.publish_dominance}"
-            )
-        if not 0.0 <= self.trip_trim_m <= 10_000:
-            raise ConfigError(f"Setting 'trip_trim_m' must be between 0 and 10000, got {self.trip_trim_m}")
-        if self.dp_epsilon is not None and not 0.0 < self.dp_epsilon <= 100:
-            raise ConfigError(f"Setting 'dp_epsilon' must be above 0 and at most 100, got {self.dp_epsilon}")
-        if not 0.0 <= self.dp_delta < 1e-2:
-            raise ConfigError(f"Setting 'dp_delta' must be at least 0 and below 0.01, got {self.dp_delta}")
-        if not 0.0 < self.dp_budget_epsilon <= 1000:
-            raise ConfigError(
-                f"Setting 'dp_budget_epsilon' must be above 0 and at most 1000, got {self.dp_budget_epsilon}"
-            )
         if self.pseudonym_secret is not None and len(self.pseudonym_secret) < 16:
             raise ConfigError("Setting 'pseudonym_secret' must be at least 16 characters")
         for name in ("sql_memory_limit", "sql_max_temp_size"):
