@@ -45,9 +45,27 @@ def cli(ctx: click.Context, config_file: str | None, log_level: str | None) -> N
 
 
 def _register() -> None:
-    from corridorhub import cmd_compact, cmd_demo, cmd_ingest, cmd_keys, cmd_serve, cmd_simulate, cmd_sql
+    from corridorhub import (
+        cmd_compact,
+        cmd_demo,
+        cmd_ingest,
+        cmd_keys,
+        cmd_publish,
+        cmd_serve,
+        cmd_simulate,
+        cmd_sql,
+    )
 
-    for module in (cmd_demo, cmd_simulate, cmd_ingest, cmd_sql, cmd_serve, cmd_keys, cmd_compact):
+    for module in (
+        cmd_demo,
+        cmd_simulate,
+        cmd_ingest,
+        cmd_sql,
+        cmd_serve,
+        cmd_compact,
+        cmd_publish,
+        cmd_keys,
+    ):
         cli.add_command(module.command)
     try:
         from corridorhub import cmd_bench

@@ -1,0 +1,108 @@
+"""``corridorhub publish``: build, check and release open datasets for a range of Japan-time days."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime
+
+import click
+from tqdm import tqdm
+
+from corridorhub._options import lake_option, settings_from
+from publish.datasets import DATASETS, default_ids
+from publish.errors import BadDateRange, UnknownDataset
+from publish.release import STEPS, publish_release
+from store.errors import CorridorHubError
+from store.lake import Lake
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date such as 2025-03-14") from None
+
+
+@click.command("publish")
+@click.option(
+    "--dataset",
+    "dataset_ids",
+    multiple=True,
+    metavar="ID",
+    help="Dataset to publish (repeatable): " + ", ".join(DATASETS) + ".",
+)
+@click.option("--all", "all_datasets", is_flag=True, help="Every dataset that is not opt-in.")
+@click.option("--from", "date_from", callback=_day, metavar="DATE", help="First JST day (YYYY-MM-DD).")
+@click.option(
+    "--to", "date_to", callback=_day, metavar="DATE", help="Last JST day, inclusive [default: --from]."
+)
+@click.option("--csv-bom", is_flag=True, help="Start CSV files with a UTF-8 BOM (for Excel).")
+@lake_option
+@click.option(
+    "--releases",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of published releases [default: ./data/releases].",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    dataset_ids: tuple[str, ...],
+    all_datasets: bool,
+    date_from: date | None,
+    date_to: date | None,
+    csv_bom: bool,
+    lake: str | None,
+    releases: str | None,
+) -> None:
+    """Publish anonymized open datasets as immutable versioned releases.
+
+    Each dataset is aggregated over the lake's committed snapshot for the JST days --from..--to, cells
+    under k devices or dominated by one operator are suppressed (with complementary suppression), the
+    privacy gate checks the output, and the files are released as {releases}/{dataset}/{version}/.
+    A failure leaves no partial release.  See docs/PRIVACY.md.
+    """
+    if all_datasets == bool(dataset_ids):
+        raise click.UsageError("Give --dataset ID (repeatable) or --all")
+    if date_from is None:
+        raise click.UsageError("Give --from DATE (and --to DATE for more than one day)")
+    for dataset_id in dataset_ids:
+        if dataset_id not in DATASETS:
+            raise UnknownDataset(f"Unknown dataset {dataset_id!r}: choose one of {', '.join(DATASETS)}")
+    date_to = date_to or date_from
+    if date_from > date_to:
+        raise BadDateRange(f"The date range is reversed: --from {date_from} is after --to {date_to}")
+    settings = settings_from(ctx, lake=lake, releases=releases)
+    chosen = list(dataset_ids) or default_ids()
+    target = Lake(settings.lake)
+    failures: list[str] = []
+    started = datetime.now()
+    with tqdm(
+        total=len(chosen) * len(STEPS), unit="step", disable=not sys.stderr.isatty(), file=sys.stderr
+    ) as bar:
+        for position, dataset_id in enumerate(chosen):
+            offset = position * len(STEPS)
+
+            def progress(done: int, total: int, label: str, offset: int = offset) -> None:
+                bar.set_description(label)
+                bar.update(offset + done - bar.n)
+
+            try:
+                result = publish_release(
+                    target, dataset_id, date_from, date_to, settings, progress=progress, csv_bom=csv_bom
+                )
+            except CorridorHubError as exc:
+                if len(chosen) == 1:
+                    raise
+                failures.append(f"{dataset_id}: {exc}")
+                bar.update(offset + len(STEPS) - bar.n)
+                continue
+            tqdm.write(result.describe(), file=sys.stdout)
+    if failures:
+        for line in failures:
+            click.echo(f"Error: {line}", err=True)
+        raise click.exceptions.Exit(1)
+    elapsed = (datetime.now() - started).total_seconds()
+    click.echo(f"Published {len(chosen)} dataset(s) in {elapsed:.1f} s", err=True)

@@ -1,0 +1,79 @@
+"""``build_dataset``: one dataset for a JST date range, aggregated, anonymized and described.
+
+The dataset's registered builder does the work (``publish.cells`` for the aggregate datasets); this module
+checks what every builder may assume: a known id, a range of at least one day, the dataset's own
+preconditions (a pseudonym secret, a privacy budget...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+
+from publish.datasets import BuildRequest, dataset_entry
+from publish.errors import BadDateRange
+from publish.model import BuiltDataset
+from store.errors import ConfigError
+from store.lake import Lake
+from store.settings import Settings
+
+#: Datasets that pseudonymize devices with the keyed HMAC: they need ``pseudonym_secret``.
+PSEUDONYM_DATASETS = frozenset({"trajectories-sample"})
+#: The longest range one release may cover (a year): a guard against a typo in a year.
+MAX_DAYS = 366
+
+
+def check_range(date_from: date, date_to: date) -> None:
+    if date_from > date_to:
+        raise BadDateRange(
+            f"The date range is reversed: --from {date_from} is after --to {date_to} (both JST, inclusive)"
+        )
+    if (date_to - date_from).days + 1 > MAX_DAYS:
+        raise BadDateRange(
+            f"The date range {date_from} to {date_to} holds {(date_to - date_from).days + 1} days; "
+            f"one release covers at most {MAX_DAYS}"
+        )
+
+
+def check_preconditions(dataset_id: str, settings: Settings) -> None:
+    """Refuse early, with the setting's name, what no build can do without."""
+    if dataset_id in PSEUDONYM_DATASETS and settings.pseudonym_secret is None:
+        raise ConfigError(
+            f"Setting 'pseudonym_secret' is missing: {dataset_id} needs it for its daily device pseudonyms "
+            "(set CORRIDORHUB_PSEUDONYM_SECRET or pseudonym_secret in corridorhub.toml; 16+ characters)"
+        )
+    entry = dataset_entry(dataset_id)
+    if entry.preflight is not None:
+        entry.preflight(settings)
+
+
+def build_dataset(
+    lake: Lake,
+    dataset_id: str,
+    date_from: date,
+    date_to: date,
+    settings: Settings,
+    *,
+    previous: Iterable[Path] = (),
+    at_versions: Mapping[str, int] | None = None,
+) -> BuiltDataset:
+    """Build ``dataset_id`` for the JST days ``date_from`` .. ``date_to`` (inclusive).
+
+    ``previous`` are the version folders of earlier releases of the same dataset: rows for days they cover
+    are published only as they published them.  ``at_versions`` reads those Delta table versions instead
+    of the latest (a rebuild).  Raises UnknownDataset, BadDateRange, NoData, UnsafeColumn, LakeError...
+    """
+    check_preconditions(dataset_id, settings)
+    check_range(date_from, date_to)
+    entry = dataset_entry(dataset_id)
+    request = BuildRequest(
+        lake=lake,
+        spec=entry.spec,
+        date_from=date_from,
+        date_to=date_to,
+        settings=settings,
+        previous=tuple(sorted(Path(p) for p in previous)),
+        at_versions=dict(at_versions) if at_versions is not None else None,
+    )
+    return entry.builder(request)

@@ -1,0 +1,148 @@
+"""Building an aggregate dataset: query the candidate cells in DuckDB, suppress, report.
+
+A dataset's query (``publish.aggregates``) runs on the source connection (``publish.source``) and returns
+:class:`Candidates`: every cell at every level with its statistics, already rounded, and the contributions
+(leaf, device, operator, weight) behind them.  This module turns them into a :class:`BuiltDataset`: it
+checks the column derivations against the schema's rules, applies ``publish.anonymize`` and fills in the
+privacy report, the provenance and what the gate needs (``internal``, never written out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from publish.anonymize import CellIndex, published_mask, suppress
+from publish.datasets import BuildRequest, dataset_entry
+from publish.errors import NoData
+from publish.model import BuiltDataset, PrivacyReport
+from publish.previous import read_earlier
+from publish.rules import check_derivations
+from publish.source import open_source
+from store.geo import corridor_zones, mesh_bounds
+
+
+@dataclass(frozen=True)
+class Candidates:
+    cells: pa.Table  # the dataset's columns, one row per cell and level, before suppression
+    contributions: pa.Table  # key columns of the leaves + device, operator, weight
+    denominators: pa.Table | None = None  # another population a measure depends on (checked by the gate)
+    denominator_keys: tuple[str, ...] = ()
+
+
+Query = Callable[[duckdb.DuckDBPyConnection, BuildRequest], Candidates]
+
+_COARSENING = {"PT1H": "1 hour (JST)", "PT15M": "15 minutes (JST)", "P1D": "1 day (JST)"}
+
+
+def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
+    spec, settings = request.spec, request.settings
+    entry = dataset_entry(spec.id)
+    check_derivations(spec, entry.derivations)
+    source = open_source(
+        request.lake, request.date_from, request.date_to, settings, at_versions=request.at_versions
+    )
+    try:
+        candidates = query(source.con, request)
+    finally:
+        source.con.close()
+    if candidates.cells.num_rows == 0:
+        raise NoData(
+            f"No data for {spec.id} from {request.date_from} to {request.date_to} (JST) in the lake at "
+            f"{request.lake.root} (table versions {source.versions})"
+        )
+    cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
+    keys = entry.key_columns
+    contributions = _with_key_types(candidates.contributions, cells, keys)
+    index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
+    earlier = read_earlier(request.previous, spec, keys) if request.previous else None
+    assert entry.time_column is not None
+    result = suppress(cells, index, time_column=entry.time_column, earlier=earlier)
+    table = cells.filter(published_mask(cells, keys, result.published))
+    table = table.sort_by([(k, "ascending") for k in keys]).combine_chunks()
+    mesh_levels = (
+        sorted({int(v) for v in cells.column("mesh_level").to_pylist()}, reverse=True)
+        if ("mesh_level" in cells.column_names)
+        else []
+    )
+    privacy = PrivacyReport(
+        k=settings.publish_k,
+        dominance_share=settings.publish_dominance,
+        time_coarsening=_COARSENING.get(spec.time_resolution, spec.time_resolution),
+        space_coarsening=(
+            "JIS X 0410 mesh levels " + ", ".join(str(v) for v in mesh_levels)
+            if spec.spatial
+            else ("corridor zones" if "zone" in cells.column_names else "none (no spatial column)")
+        ),
+        cells_before=result.cells_before,
+        cells_published=len(result.published),
+        cells_suppressed_k=result.suppressed_k,
+        cells_suppressed_dominance=result.suppressed_dominance,
+        cells_suppressed_complementary=result.suppressed_complementary,
+        extra={
+            "cells_suppressed_earlier_releases": result.suppressed_previous,
+            "complementary_rule": "residual of every published total or coarser cell passes k and dominance",
+            "earlier_releases_rule": "a day covered by an earlier release only republishes identical rows",
+            "privacy_zones_removed": source.privacy_zones,
+        },
+    )
+    identifiers = set(contributions.column("operator").to_pylist())
+    identifiers |= {d.partition("/")[2] for d in contributions.column("device").to_pylist()}
+    return BuiltDataset(
+        spec=spec,
+        table=table,
+        privacy=privacy,
+        date_from=request.date_from,
+        date_to=request.date_to,
+        source_versions=dict(source.versions),
+        parameters={
+            "k": settings.publish_k,
+            "dominance_share": settings.publish_dominance,
+            "time_resolution": spec.time_resolution,
+            "mesh_levels": mesh_levels,
+            "privacy_zones_file": str(settings.privacy_zones_file) if settings.privacy_zones_file else None,
+            "earlier_releases": sorted(p.name for p in request.previous),
+        },
+        bbox=_bbox(table) if spec.spatial else _corridor_bbox(),
+        internal={
+            "contributions": contributions,
+            "denominators": candidates.denominators,
+            "denominator_keys": candidates.denominator_keys,
+            "previous": list(request.previous),
+            "identifiers": identifiers,
+        },
+    )
+
+
+def _with_key_types(contributions: pa.Table, cells: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    columns = {k: contributions.column(k).cast(cells.schema.field(k).type) for k in keys}
+    columns["device"] = contributions.column("device").cast(pa.string())
+    columns["operator"] = contributions.column("operator").cast(pa.string())
+    columns["weight"] = contributions.column("weight").cast(pa.float64())
+    return pa.table(columns)
+
+
+def _bbox(table: pa.Table) -> tuple[float, float, float, float] | None:
+    codes = set(table.column("mesh_code").to_pylist()) if table.num_rows else set()
+    if not codes:
+        return None
+    bounds = [mesh_bounds(int(c)) for c in codes]  # (south, west, north, east)
+    return (
+        min(b[1] for b in bounds),
+        min(b[0] for b in bounds),
+        max(b[3] for b in bounds),
+        max(b[2] for b in bounds),
+    )
+
+
+def _corridor_bbox() -> tuple[float, float, float, float]:
+    bounds = [z.polygon.bounds for z in corridor_zones()]  # (west, south, east, north)
+    return (
+        min(b[0] for b in bounds),
+        min(b[1] for b in bounds),
+        max(b[2] for b in bounds),
+        max(b[3] for b in bounds),
+    )

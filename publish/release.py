@@ -1,0 +1,235 @@
+"""Releases: immutable, versioned folders ``{releases}/{dataset}/{version}/`` and a ``latest`` pointer.
+
+:func:`publish_release` builds a dataset, runs the privacy gate, writes the files (``publish.export``) and
+``provenance.json`` (listed in ``manifest.json``
+with the others) into a hidden temporary folder next to the final one, then renames it into place in one
+step and replaces ``latest``.  A failing gate or any error removes the temporary folder: no partial release
+is ever visible.  One publish per dataset at a time (a lock file, ``.lock``): a release must see every
+earlier release of its dataset.
+
+Version names: ``{date_from}_{date_to}-r{n}`` (JST dates), ``n`` = 1, 2, ... per range, e.g.
+``2025-03-14_2025-03-14-r1``.  They sort by range, say what they cover and never collide; a version is
+never overwritten (``ReleaseExists``).  ``latest`` is a small JSON file (not a symlink: it downloads and
+copies as what it is) naming the version published last.
+
+Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
+data files: queries round and sort deterministically and the data files hold no build time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from publish import gate
+from publish.build import build_dataset, check_preconditions, check_range
+from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
+from publish.export import write_release
+from publish.manifest import write_manifest
+from publish.model import BuiltDataset, PrivacyReport
+from publish.previous import PROVENANCE, release_folders
+from store.lake import Lake
+from store.settings import Settings
+
+LATEST = "latest"
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+Progress = Callable[[int, int, str], None]
+STEPS = ("building", "privacy gate", "writing files", "finalizing")
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    dataset_id: str
+    version: str
+    folder: Path
+    files: list[Path]
+    rows: int
+    privacy: PrivacyReport
+    source_versions: dict[str, int]
+
+    def describe(self) -> str:
+        p = self.privacy
+        suppressed = p.cells_suppressed_k + p.cells_suppressed_dominance + p.cells_suppressed_complementary
+        suppressed += int(p.extra.get("cells_suppressed_earlier_releases", 0))
+        return (
+            f"{self.dataset_id} {self.version}: {self.rows} rows, {suppressed} of {p.cells_before} cells "
+            f"suppressed (k={p.k}, dominance {p.dominance_share:g}) -> {self.folder}"
+        )
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("corridorhub")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def next_version(dataset_dir: Path, date_from: date, date_to: date) -> str:
+    stem = f"{date_from.isoformat()}_{date_to.isoformat()}-r"
+    taken = [
+        int(p.name[len(stem) :])
+        for p in release_folders(dataset_dir)
+        if p.name.startswith(stem) and p.name[len(stem) :].isdigit()
+    ]
+    return f"{stem}{max(taken, default=0) + 1}"
+
+
+def latest_version(releases: Path, dataset_id: str) -> str | None:
+    """The version ``latest`` names, or None before the first release."""
+    try:
+        pointer = json.loads((Path(releases) / dataset_id / LATEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    version = pointer.get("version")
+    return version if isinstance(version, str) else None
+
+
+def list_versions(releases: Path, dataset_id: str) -> list[str]:
+    """Every complete version of a dataset (those with a provenance file), in name order."""
+    return [p.name for p in release_folders(Path(releases) / dataset_id) if (p / PROVENANCE).is_file()]
+
+
+@contextlib.contextmanager
+def _dataset_lock(dataset_dir: Path) -> Iterator[None]:
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with open(dataset_dir / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(
+            json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[str, Any]:
+    return {
+        "dataset": built.spec.id,
+        "version": version,
+        "date_from": built.date_from.isoformat(),
+        "date_to": built.date_to.isoformat(),
+        "timezone": "Asia/Tokyo",
+        "source_versions": dict(sorted(built.source_versions.items())),
+        "parameters": built.parameters,
+        "privacy": built.privacy.as_dict(),
+        "rows": built.table.num_rows,
+        "code_version": code_version(),
+        "built_at": built_at.isoformat(timespec="seconds"),
+        "rebuild": "build_dataset(..., at_versions=source_versions) reads the same table versions",
+    }
+
+
+def publish_release(
+    lake: Lake,
+    dataset_id: str,
+    date_from: date,
+    date_to: date,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+    version: str | None = None,
+    csv_bom: bool = False,
+    allow_empty: bool = False,
+    at_versions: Mapping[str, int] | None = None,
+) -> ReleaseResult:
+    """Build, check and release ``dataset_id`` for JST ``date_from`` .. ``date_to``; see the module doc."""
+    check_preconditions(dataset_id, settings)  # unknown id, missing secret... before anything else
+    check_range(date_from, date_to)
+    if version is not None and (not _VERSION.fullmatch(version) or version == LATEST):
+        raise PublishError(f"Invalid version name {version!r}: letters, digits, '.', '_' and '-' only")
+    report = progress or (lambda done, total, label: None)
+    dataset_dir = Path(settings.releases) / dataset_id
+    with _dataset_lock(dataset_dir):
+        for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        report(0, len(STEPS), f"{dataset_id}: {STEPS[0]}")
+        built = build_dataset(
+            lake,
+            dataset_id,
+            date_from,
+            date_to,
+            settings,
+            previous=release_folders(dataset_dir),
+            at_versions=at_versions,
+        )
+        if built.table.num_rows == 0 and not allow_empty:
+            p = built.privacy
+            earlier = p.extra.get("cells_suppressed_earlier_releases", 0)
+            raise NothingPublishable(
+                f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
+                f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}, "
+                f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
+            )
+        report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
+        failures = gate.check(built, settings)
+        if failures:
+            raise GateFailed(dataset_id, failures)
+        name = version or next_version(dataset_dir, date_from, date_to)
+        final = dataset_dir / name
+        if final.exists():
+            raise ReleaseExists(f"Release {dataset_id}/{name} exists already: releases are never overwritten")
+        tmp = dataset_dir / f".tmp-{name}-{uuid.uuid4().hex}"
+        try:
+            tmp.mkdir()
+            report(2, len(STEPS), f"{dataset_id}: {STEPS[2]}")
+            built_at = datetime.now(UTC)
+            built.parameters.update(date_from=date_from.isoformat(), date_to=date_to.isoformat())
+            built.parameters.setdefault("code_version", code_version())
+            written = write_release(built, tmp, settings, csv_bom=csv_bom, version=name, built_at=built_at)
+            _write_json(tmp / PROVENANCE, provenance(built, name, built_at))
+            write_manifest(tmp, dataset_id, name)  # again, now listing provenance.json too
+            report(3, len(STEPS), f"{dataset_id}: {STEPS[3]}")
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                _fsync(path)
+            _fsync(tmp)
+            os.rename(tmp, final)  # the lock and the exists() check above: nothing is replaced
+            _fsync(dataset_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _write_json(
+            dataset_dir / LATEST,
+            {
+                "dataset": dataset_id,
+                "version": name,
+                "date_from": date_from.isoformat(),
+                "date_to": date_to.isoformat(),
+                "published_at": built_at.isoformat(timespec="seconds"),
+            },
+        )
+        _fsync(dataset_dir)
+    report(len(STEPS), len(STEPS), f"{dataset_id}: done")
+    files = sorted({final / Path(p).relative_to(tmp) for p in written} | {final / PROVENANCE})
+    return ReleaseResult(
+        dataset_id, name, final, files, built.table.num_rows, built.privacy, dict(built.source_versions)
+    )
