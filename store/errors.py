@@ -11,6 +11,7 @@ an exception but a quarantine row with a reason code (see ``ingest.decode``).
     │   └── TableNotFound      a stream's table does not exist yet
     ├── BrokerError            the MQTT broker cannot be reached or refused us
     ├── KeyStoreError          an API key cannot be created, found or revoked
+    ├── PrivacyBudgetExhausted a release would spend more differential-privacy budget than is left
     └── QueryError             an analyst's SQL failed (bad SQL, unknown table, ...)
         ├── QueryRefused       the sandbox refused the statement (names what was refused)
         └── QueryTimeout       the statement ran into its time limit and was stopped
@@ -45,6 +46,10 @@ class BrokerError(CorridorHubError):
 
 class KeyStoreError(CorridorHubError):
     """An API key cannot be created, found or revoked; the message says which and why."""
+
+
+class PrivacyBudgetExhausted(CorridorHubError):
+    """A release would spend more epsilon than the dataset's privacy budget has left; nothing was spent."""
 
 
 class QueryError(CorridorHubError):
