@@ -1,0 +1,248 @@
+"""Differential privacy (OpenDP) and the privacy ledger.
+
+The noise tests are statistical: OpenDP cannot be seeded, so they draw thousands of values and allow
+bounds many standard errors wide (a false failure is far less likely than one in a million).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from publish.dp import DEVICES, apply_dp, bound_contributions
+from publish.ledger import PrivacyLedger, ledger_path
+from store.errors import ConfigError, PrivacyBudgetExhausted
+
+SEED = b"a seed that is never published"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cells(n_cells: int, devices_per_cell: int, *, value: float = 10.0) -> pa.Table:
+    """Each device in exactly one cell, one row each."""
+    cells = np.repeat(np.arange(n_cells), devices_per_cell)
+    return pa.table(
+        {
+            "mesh": pa.array(cells, pa.int64()),
+            "device": pa.array([f"d{i}" for i in range(len(cells))]),
+            "samples": pa.array(np.full(len(cells), 3), pa.int64()),
+            "speed": pa.array(np.full(len(cells), value)),
+        }
+    )
+
+
+def _discrete_laplace_variance(scale: float) -> float:
+    p = math.exp(-1 / scale)
+    return 2 * p / (1 - p) ** 2
+
+
+def test_count_noise_has_the_calibrated_scale() -> None:
+    n_cells, per_cell, epsilon = 3000, 20, 0.5
+    table = _cells(n_cells, per_cell)
+    universe = pa.table({"mesh": pa.array(range(n_cells), pa.int64())})
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={},
+        epsilon=epsilon,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=universe,
+    )
+    noise = out[DEVICES].to_numpy() - per_cell
+    expected = _discrete_laplace_variance(1 / epsilon)  # sensitivity 1 -> scale 1/epsilon = 2
+    assert abs(noise.mean()) < 0.3
+    assert 0.8 * expected < noise.var() < 1.2 * expected
+    assert report.epsilon == pytest.approx(epsilon, rel=1e-6)
+    assert report.delta == 0.0
+    assert report.reproducible is False
+
+
+def test_noise_grows_with_contributions_and_budget_is_split() -> None:
+    table = _cells(2000, 30)
+    universe = pa.table({"mesh": pa.array(range(2000), pa.int64())})
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts={"samples": 5},
+        means={"speed": (0.0, 30.0)},
+        epsilon=3.0,
+        delta=0.0,
+        contributions=2,
+        seed=SEED,
+        universe=universe,
+    )
+    # Three queries share epsilon 3: each gets 1; devices have L1 sensitivity L = 2 -> scale 2.
+    assert [q["epsilon"] for q in report.queries.values()] == pytest.approx([1.0, 1.0, 1.0])
+    assert report.queries["samples"]["sensitivity_l1"] == 10
+    noise = out[DEVICES].to_numpy() - 30
+    assert 0.8 * _discrete_laplace_variance(2) < noise.var() < 1.2 * _discrete_laplace_variance(2)
+    # samples: each device contributes 3 (under its cap of 5): true 90, scale 10.
+    sample_noise = out["samples"].to_numpy() - 90
+    assert 0.8 * _discrete_laplace_variance(10) < sample_noise.var() < 1.2 * _discrete_laplace_variance(10)
+    speeds = out["speed"].to_numpy()
+    assert ((speeds >= 0) & (speeds <= 30)).all()
+    assert abs(np.median(speeds) - 10.0) < 1.0
+
+
+def test_contribution_bounding_keeps_at_most_l_cells_per_device() -> None:
+    rows = pa.table(
+        {
+            "mesh": pa.array(list(range(10)) * 3, pa.int64()),
+            "device": pa.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10),
+        }
+    )
+    bounded = bound_contributions(rows, device="device", keys=["mesh"], contributions=2, seed=SEED)
+    per_device: dict[str, list[int]] = {}
+    for d, m in zip(bounded["device"].to_pylist(), bounded["mesh"].to_pylist(), strict=True):
+        per_device.setdefault(d, []).append(m)
+    assert {d: len(m) for d, m in per_device.items()} == {"a": 2, "b": 2, "c": 2}
+    again = bound_contributions(rows, device="device", keys=["mesh"], contributions=2, seed=SEED)
+    assert again.equals(bounded)
+    others = [
+        bound_contributions(rows, device="device", keys=["mesh"], contributions=2, seed=bytes([i]) * 8)
+        for i in range(5)
+    ]
+    assert any(not o.equals(bounded) for o in others)  # the seed, not the data, decides
+
+
+def test_apply_dp_bounds_contributions_and_clamps_values() -> None:
+    # One device everywhere with an absurd speed; 40 honest devices in each of 3 cells.
+    honest = _cells(3, 40)
+    loud = pa.table(
+        {
+            "mesh": pa.array(range(3), pa.int64()),
+            "device": pa.array(["loud"] * 3),
+            "samples": pa.array([10_000] * 3, pa.int64()),
+            "speed": pa.array([1e6] * 3),
+        }
+    )
+    universe = pa.table({"mesh": pa.array(range(3), pa.int64())})
+    out, report = apply_dp(
+        pa.concat_tables([honest, loud]),
+        keys=["mesh"],
+        device="device",
+        counts={"samples": 5},
+        means={"speed": (0.0, 30.0)},
+        epsilon=30.0,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=universe,
+    )
+    assert report.device_cells_dropped_by_bounding == 2  # the loud device kept 1 of its 3 cells
+    assert (out["speed"].to_numpy() <= 30.0).all()
+    # With epsilon 30 the noise is small: the loud device adds at most 5 samples and 30 km/h / 41.
+    assert out["samples"].to_numpy().max() < 40 * 3 + 5 + 20
+
+
+def test_threshold_selects_cells_without_a_universe() -> None:
+    big = _cells(5, 400)
+    small = pa.table(
+        {
+            "mesh": pa.array([99], pa.int64()),
+            "device": pa.array(["lonely"]),
+            "samples": pa.array([1], pa.int64()),
+            "speed": pa.array([5.0]),
+        }
+    )
+    out, report = apply_dp(
+        pa.concat_tables([big, small]),
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={"speed": (0.0, 30.0)},
+        epsilon=1.0,
+        delta=1e-6,
+        contributions=1,
+        seed=SEED,
+        universe=None,
+    )
+    assert out["mesh"].to_pylist() == [0, 1, 2, 3, 4]  # the one-device cell is not released
+    assert report.threshold is not None and report.threshold > 1
+    assert 0 < report.delta <= 1e-6
+    assert report.epsilon <= 1.0 + 1e-9
+    with pytest.raises(ConfigError, match="public list of cells"):
+        apply_dp(big, keys=["mesh"], device="device", counts=[], means={}, epsilon=1.0, delta=0.0,
+                 contributions=1, seed=SEED)  # fmt: skip
+
+
+# -- the ledger ----------------------------------------------------------------------------------------------
+
+
+def test_ledger_refuses_overspending(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(ledger_path(tmp_path, "traffic-speed-mesh"), budget_epsilon=1.0)
+    assert ledger.remaining("traffic-speed-mesh") == 1.0
+    ledger.spend("traffic-speed-mesh", "v1", 0.3, 1e-6)
+    ledger.spend("traffic-speed-mesh", "v2", 0.7, 1e-6)  # exactly to the budget (float sum 1.0)
+    assert ledger.remaining("traffic-speed-mesh") == pytest.approx(0.0)
+    with pytest.raises(PrivacyBudgetExhausted, match="budget exhausted.*needs epsilon 0.1"):
+        ledger.spend("traffic-speed-mesh", "v3", 0.1, 1e-6)
+    assert ledger.spent("traffic-speed-mesh") == pytest.approx((1.0, 2e-6))
+    assert ledger.remaining("network-quality-mesh") == 1.0  # budgets are per dataset
+    with pytest.raises(PrivacyBudgetExhausted, match="already spent"):
+        PrivacyLedger(ledger.path, budget_epsilon=5.0).spend("traffic-speed-mesh", "v2", 0.1, 0.0)
+
+
+def test_a_failed_release_spends_nothing(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=1.0)
+    with pytest.raises(RuntimeError), ledger.spending("fleet-activity", "v1", 0.8, 0.0):
+        assert ledger.remaining("fleet-activity") == pytest.approx(0.2)  # reserved while it runs
+        raise RuntimeError("the gate failed")
+    assert ledger.remaining("fleet-activity") == 1.0
+    assert ledger.entries() == []
+    with ledger.spending("fleet-activity", "v1", 0.8, 0.0) as entry:
+        pass
+    assert [e.state for e in ledger.entries()] == ["committed"]
+    assert entry.version == "v1"
+
+
+_SPENDER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    from publish.ledger import PrivacyLedger
+    from store.errors import PrivacyBudgetExhausted
+    ledger = PrivacyLedger({path!r}, budget_epsilon=1.0)
+    deadline = time.monotonic() + 60
+    while not os.path.exists({go!r}) and time.monotonic() < deadline:  # start together
+        time.sleep(0.001)
+    won = 0
+    for i in range(15):
+        try:
+            ledger.spend("safety-events", "{name}-" + str(i), 0.1, 0.0)
+            won += 1
+        except PrivacyBudgetExhausted:
+            pass
+    print(won)
+    """
+)
+
+
+def test_ledger_survives_concurrent_spenders(tmp_path: Path) -> None:
+    path, go = str(tmp_path / "ledger.json"), tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SPENDER.format(root=str(ROOT), path=path, name=name, go=str(go))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    go.touch()
+    won = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum(won) == 10  # 30 attempts of 0.1 against a budget of 1.0: exactly 10 fit
+    ledger = PrivacyLedger(Path(path), budget_epsilon=1.0)
+    assert len(ledger.entries("safety-events")) == 10
+    assert ledger.spent("safety-events")[0] == pytest.approx(1.0)
