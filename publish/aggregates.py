@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from publish._registry import BuildRequest, Rollup, Use, derive, register
 from publish._specs import (
     ALL_TYPES,
     COARSE_MESH_LEVEL,
@@ -25,7 +26,6 @@ from publish._specs import (
 )
 from publish.anonymize import CellIndex
 from publish.cells import Candidates, Query, build_aggregate
-from publish.datasets import BuildRequest, Rollup, Use, derive, register
 from store.geo import DIGITS, mesh_level
 from store.lake import fetch_arrow
 from store.views import TRIP_GAP_S

@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from publish.datasets import Rollup
+from publish._registry import Rollup
 from publish.previous import EarlierReleases, Key, jst_day
 
 LeafContributions = dict[str, tuple[str, float]]  # device -> (operator, weight)

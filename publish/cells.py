@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from publish._registry import BuildRequest, dataset_entry
 from publish.anonymize import CellIndex, published_mask, suppress
-from publish.datasets import BuildRequest, dataset_entry
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
 from publish.previous import read_earlier

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from publish.datasets import Derivation, Use
+from publish._registry import Derivation, Use
 from publish.errors import UnsafeColumn
 from publish.model import DatasetSpec
 from store.schema import SCHEMAS, STREAMS, Publish
