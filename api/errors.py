@@ -78,7 +78,7 @@ def error_response(
 
 def from_library(exc: CorridorHubError) -> ApiError:
     """The API error for one of the library's errors (``store.errors``)."""
-    if _is_timeout(exc):
+    if isinstance(exc, QueryTimeout):
         return ApiError(422, "sql_timeout", str(exc))
     if isinstance(exc, QueryRefused):
         return ApiError(400, "sql_refused", str(exc))
@@ -89,16 +89,6 @@ def from_library(exc: CorridorHubError) -> ApiError:
     if isinstance(exc, LakeError):
         return ApiError(503, "lake_unavailable", str(exc))
     return ApiError(500, "internal_error", "internal error")
-
-
-def _is_timeout(exc: CorridorHubError) -> bool:
-    """Whether the sandbox stopped the query at its time limit.
-
-    Until the sandbox raises ``QueryTimeout`` itself, its ``QueryError`` saying so is recognised by text.
-    """
-    return isinstance(exc, QueryTimeout) or (
-        type(exc) is QueryError and "time limit and was stopped" in str(exc)
-    )
 
 
 #: For the ``responses=`` of routes, so that OpenAPI documents the error shape.

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from store._sql_guard import one_line
-from store.errors import QueryError
+from store.errors import QueryError, QueryTimeout
 
 if TYPE_CHECKING:
     from store.sandbox import SandboxLimits
@@ -175,7 +175,7 @@ class QueryResult:
             or isinstance(exc, duckdb.InterruptException)
             or "INTERRUPT Error" in text
         ):
-            return QueryError(f"The query exceeded the {limits.timeout_s:g} s time limit and was stopped")
+            return QueryTimeout(f"The query exceeded the {limits.timeout_s:g} s time limit and was stopped")
         if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in text:
             spill = " and its temp space" if "max_temp_directory_size" in text else ""
             return QueryError(
