@@ -112,6 +112,22 @@ class CellIndex:
             share = max(len(d) for d in operator_devices.values()) / len(devices)
         return "dominance" if share > self.dominance else None
 
+    def dominated(self, leaves: set[Key]) -> bool:
+        """Whether one operator holds more than the dominance share of ``leaves`` (False when empty)."""
+        per_operator: dict[str, float] = defaultdict(float)
+        operator_devices: dict[str, set[str]] = defaultdict(set)
+        for leaf in leaves:
+            for device, (operator, weight) in self.leaves.get(leaf, {}).items():
+                per_operator[operator] += weight
+                operator_devices[operator].add(device)
+        if not operator_devices:
+            return False
+        total = sum(per_operator.values())
+        if total > 0:
+            return max(per_operator.values()) / total > self.dominance
+        devices = sum(len(d) for d in operator_devices.values())
+        return max(len(d) for d in operator_devices.values()) / devices > self.dominance
+
     def size(self, leaves: set[Key]) -> tuple[float, int]:
         devices = {d for leaf in leaves for d in self.leaves.get(leaf, {})}
         weight = sum(w for leaf in leaves for _, w in self.leaves.get(leaf, {}).values())
@@ -148,6 +164,38 @@ def suppress(
     if index.rollup is not None:
         result.suppressed_complementary = _complementary(index, by_key, below, published, result.reasons)
     result.published = published
+    return result
+
+
+def suppress_noisy(
+    cells: pa.Table,
+    index: CellIndex,
+    *,
+    devices_column: str,
+    time_column: str,
+    earlier: EarlierReleases | None = None,
+) -> Suppression:
+    """The rules under differential privacy: k on the *noisy* device count (post-processing), dominance on
+    the true operator shares (commercial confidentiality), earlier releases; no complementary suppression
+    (every published value is noisy, and so is any difference of them)."""
+    by_key = _rows(cells, index.key_columns)
+    result = Suppression(published=set(), cells_before=len(by_key))
+    below = index.leaves_below(set(by_key))
+    devices = cells.column_names.index(devices_column)
+    time = cells.column_names.index(time_column)
+    for key in sorted(by_key, key=_order):
+        row = by_key[key]
+        if row[devices] is None or row[devices] < index.k:
+            result.reasons[key] = "k"
+        elif index.dominated(below[key]):
+            result.reasons[key] = "dominance"
+        elif earlier is not None and not earlier.allows(key, row, jst_day(row[time])):
+            result.reasons[key] = "previous"
+        else:
+            result.published.add(key)
+    result.suppressed_k = sum(r == "k" for r in result.reasons.values())
+    result.suppressed_dominance = sum(r == "dominance" for r in result.reasons.values())
+    result.suppressed_previous = sum(r == "previous" for r in result.reasons.values())
     return result
 
 

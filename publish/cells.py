@@ -16,9 +16,10 @@ import duckdb
 import pyarrow as pa
 
 from publish._registry import BuildRequest, dataset_entry
-from publish.anonymize import CellIndex, published_mask, suppress
+from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
+from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells
 from publish.previous import read_earlier
 from publish.rules import check_derivations
 from publish.source import open_source
@@ -41,12 +42,15 @@ _COARSENING = {"PT1H": "1 hour (JST)", "PT15M": "15 minutes (JST)", "P1D": "1 da
 def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     spec, settings = request.spec, request.settings
     entry = dataset_entry(spec.id)
+    keys = entry.key_columns
     check_derivations(spec, entry.derivations)
+    plan = dp_plan(spec.id, settings)
     source = open_source(
         request.lake, request.date_from, request.date_to, settings, at_versions=request.at_versions
     )
     try:
         candidates = query(source.con, request)
+        noisy = noisy_cells(source.con, request, plan, keys) if plan is not None else None
     finally:
         source.con.close()
     if candidates.cells.num_rows == 0:
@@ -55,12 +59,19 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             f"{request.lake.root} (table versions {source.versions})"
         )
     cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
-    keys = entry.key_columns
     contributions = _with_key_types(candidates.contributions, cells, keys)
     index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
     earlier = read_earlier(request.previous, spec, keys) if request.previous else None
     assert entry.time_column is not None
-    result = suppress(cells, index, time_column=entry.time_column, earlier=earlier)
+    result: Suppression
+    if plan is not None and noisy is not None:
+        cells, dp_report = noisy
+        spec = dp_spec(spec, plan)
+        result = suppress_noisy(
+            cells, index, devices_column=plan.devices_column, time_column=entry.time_column, earlier=earlier
+        )
+    else:
+        result = suppress(cells, index, time_column=entry.time_column, earlier=earlier)
     table = cells.filter(published_mask(cells, keys, result.published))
     table = table.sort_by([(k, "ascending") for k in keys]).combine_chunks()
     mesh_levels = (
@@ -89,9 +100,14 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "privacy_zones_removed": source.privacy_zones,
         },
     )
+    if plan is not None and noisy is not None:
+        days = (request.date_to - request.date_from).days + 1
+        privacy.epsilon, privacy.delta = settings.dp_epsilon, settings.dp_delta  # what the ledger charges
+        privacy.extra["complementary_rule"] = "not applied under differential privacy (values are noisy)"
+        privacy.extra["differential_privacy"] = dp_parameters(plan, dp_report, days)
     identifiers = set(contributions.column("operator").to_pylist())
     identifiers |= {d.partition("/")[2] for d in contributions.column("device").to_pylist()}
-    return BuiltDataset(
+    built = BuiltDataset(
         spec=spec,
         table=table,
         privacy=privacy,
@@ -113,8 +129,12 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "denominator_keys": candidates.denominator_keys,
             "previous": list(request.previous),
             "identifiers": identifiers,
+            "differential_privacy": plan is not None,
         },
     )
+    if plan is not None:
+        built.parameters.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
+    return built
 
 
 def _with_key_types(contributions: pa.Table, cells: pa.Table, keys: tuple[str, ...]) -> pa.Table:

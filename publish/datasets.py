@@ -53,7 +53,7 @@ __all__ = [
 
 
 def _load_registrants() -> None:
-    for module in ("publish.aggregates", "publish.trajectories"):
+    for module in ("publish.aggregates", "publish.aggregates_dp", "publish.trajectories"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
 

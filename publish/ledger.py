@@ -99,7 +99,7 @@ class PrivacyLedger:
             if spent + epsilon > self.budget_epsilon + _SLACK:
                 raise PrivacyBudgetExhausted(
                     f"{dataset_id}: privacy budget exhausted: this release needs epsilon {epsilon:g}, "
-                    f"{spent:g} of {self.budget_epsilon:g} is spent "
+                    f"spent {spent:g} of {self.budget_epsilon:g} "
                     f"({max(0.0, self.budget_epsilon - spent):g} left); raise 'dp_budget_epsilon' "
                     "deliberately or publish without differential privacy"
                 )

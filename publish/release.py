@@ -14,6 +14,13 @@ copies as what it is) naming the version published last.
 
 Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
 data files: queries round and sort deterministically and the data files hold no build time.
+
+**Differential privacy** (``dp_epsilon`` set, for the datasets with a plan in ``publish.noise``): the
+release spends ``dp_epsilon``/``dp_delta`` from the dataset's ledger (``publish.ledger``) with
+``ledger.spending(...)`` around build, gate, writing and the rename: the budget is reserved before any work
+(an exhausted budget fails at once, leaving nothing), committed once the folder is in place, and given
+back when anything fails.  OpenDP's noise cannot be seeded, so a DP release cannot be rebuilt: a rebuild
+(``at_versions``) is refused, and the stored folder, checked by its manifest, is the release's only form.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from publish import gate
 from publish.build import build_dataset, check_preconditions, check_range
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
+from publish.ledger import PrivacyLedger, ledger_path
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
+from publish.noise import dp_plan
 from publish.previous import PROVENANCE, release_folders
 from store.lake import Lake
 from store.settings import Settings
@@ -62,9 +71,16 @@ class ReleaseResult:
         p = self.privacy
         suppressed = p.cells_suppressed_k + p.cells_suppressed_dominance + p.cells_suppressed_complementary
         suppressed += int(p.extra.get("cells_suppressed_earlier_releases", 0))
+        private = ""
+        if p.epsilon is not None:
+            budget = p.extra.get("privacy_budget", {})
+            private = (
+                f", differential privacy ε={p.epsilon:g} δ={p.delta:g} (budget: spent "
+                f"{budget.get('spent_epsilon', 0):g} of {budget.get('budget_epsilon', 0):g})"
+            )
         return (
             f"{self.dataset_id} {self.version}: {self.rows} rows, {suppressed} of {p.cells_before} cells "
-            f"suppressed (k={p.k}, dominance {p.dominance_share:g}) -> {self.folder}"
+            f"suppressed (k={p.k}, dominance {p.dominance_share:g}{private}) -> {self.folder}"
         )
 
 
@@ -169,54 +185,45 @@ def publish_release(
         raise PublishError(f"Invalid version name {version!r}: letters, digits, '.', '_' and '-' only")
     report = progress or (lambda done, total, label: None)
     dataset_dir = Path(settings.releases) / dataset_id
+    private = dp_plan(dataset_id, settings) is not None
+    if private and at_versions is not None:
+        raise PublishError(
+            f"{dataset_id} is published with differential privacy, whose noise cannot be drawn again "
+            "identically: a rebuild is the stored release itself (its files and manifest.json); a new "
+            "draw is a new release that spends privacy budget"
+        )
     with _dataset_lock(dataset_dir):
         for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        report(0, len(STEPS), f"{dataset_id}: {STEPS[0]}")
-        built = build_dataset(
-            lake,
-            dataset_id,
-            date_from,
-            date_to,
-            settings,
-            previous=release_folders(dataset_dir),
-            at_versions=at_versions,
-        )
-        if built.table.num_rows == 0 and not allow_empty:
-            p = built.privacy
-            earlier = p.extra.get("cells_suppressed_earlier_releases", 0)
-            raise NothingPublishable(
-                f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
-                f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}, "
-                f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
-            )
-        report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
-        failures = gate.check(built, settings)
-        if failures:
-            raise GateFailed(dataset_id, failures)
         name = version or next_version(dataset_dir, date_from, date_to)
         final = dataset_dir / name
         if final.exists():
             raise ReleaseExists(f"Release {dataset_id}/{name} exists already: releases are never overwritten")
-        tmp = dataset_dir / f".tmp-{name}-{uuid.uuid4().hex}"
-        try:
-            tmp.mkdir()
-            report(2, len(STEPS), f"{dataset_id}: {STEPS[2]}")
-            built_at = datetime.now(UTC)
-            built.parameters.update(date_from=date_from.isoformat(), date_to=date_to.isoformat())
-            built.parameters.setdefault("code_version", code_version())
-            written = write_release(built, tmp, settings, csv_bom=csv_bom, version=name, built_at=built_at)
-            _write_json(tmp / PROVENANCE, provenance(built, name, built_at))
-            write_manifest(tmp, dataset_id, name)  # again, now listing provenance.json too
-            report(3, len(STEPS), f"{dataset_id}: {STEPS[3]}")
-            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-                _fsync(path)
-            _fsync(tmp)
-            os.rename(tmp, final)  # the lock and the exists() check above: nothing is replaced
-            _fsync(dataset_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        ledger = (
+            PrivacyLedger(ledger_path(Path(settings.releases), dataset_id), settings.dp_budget_epsilon)
+            if private
+            else None
+        )
+        spending = (
+            ledger.spending(dataset_id, name, settings.dp_epsilon or 0.0, settings.dp_delta)
+            if ledger is not None
+            else contextlib.nullcontext()
+        )
+        with spending:  # reserved before any work; given back when anything below fails
+            built, files, built_at = _build_and_place(
+                lake,
+                dataset_id,
+                date_from,
+                date_to,
+                settings,
+                final,
+                report,
+                ledger=ledger,
+                csv_bom=csv_bom,
+                allow_empty=allow_empty,
+                at_versions=at_versions,
+            )
+        _fsync(dataset_dir)
         _write_json(
             dataset_dir / LATEST,
             {
@@ -229,7 +236,76 @@ def publish_release(
         )
         _fsync(dataset_dir)
     report(len(STEPS), len(STEPS), f"{dataset_id}: done")
-    files = sorted({final / Path(p).relative_to(tmp) for p in written} | {final / PROVENANCE})
     return ReleaseResult(
         dataset_id, name, final, files, built.table.num_rows, built.privacy, dict(built.source_versions)
     )
+
+
+def _build_and_place(
+    lake: Lake,
+    dataset_id: str,
+    date_from: date,
+    date_to: date,
+    settings: Settings,
+    final: Path,
+    report: Progress,
+    *,
+    ledger: PrivacyLedger | None,
+    csv_bom: bool,
+    allow_empty: bool,
+    at_versions: Mapping[str, int] | None,
+) -> tuple[BuiltDataset, list[Path], datetime]:
+    """Build, gate, write into a temporary folder and rename it to ``final``; nothing stays on failure."""
+    dataset_dir, name = final.parent, final.name
+    report(0, len(STEPS), f"{dataset_id}: {STEPS[0]}")
+    built = build_dataset(
+        lake,
+        dataset_id,
+        date_from,
+        date_to,
+        settings,
+        previous=release_folders(dataset_dir),
+        at_versions=at_versions,
+    )
+    if built.table.num_rows == 0 and not allow_empty:
+        p = built.privacy
+        earlier = p.extra.get("cells_suppressed_earlier_releases", 0)
+        raise NothingPublishable(
+            f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
+            f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}, "
+            f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
+        )
+    report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
+    failures = gate.check(built, settings)
+    if failures:
+        raise GateFailed(dataset_id, failures)
+    if ledger is not None:  # this release's reservation is in the ledger already
+        spent_epsilon, spent_delta = ledger.spent(dataset_id)
+        built.privacy.extra["privacy_budget"] = {
+            "budget_epsilon": ledger.budget_epsilon,
+            "spent_epsilon": spent_epsilon,
+            "spent_delta": spent_delta,
+            "remaining_epsilon": ledger.remaining(dataset_id),
+            "releases": len(ledger.entries(dataset_id)),
+            "ledger": f"{dataset_id}/{ledger.path.name}",
+        }
+    tmp = dataset_dir / f".tmp-{name}-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+        report(2, len(STEPS), f"{dataset_id}: {STEPS[2]}")
+        built_at = datetime.now(UTC)
+        built.parameters.update(date_from=date_from.isoformat(), date_to=date_to.isoformat())
+        built.parameters.setdefault("code_version", code_version())
+        written = write_release(built, tmp, settings, csv_bom=csv_bom, version=name, built_at=built_at)
+        _write_json(tmp / PROVENANCE, provenance(built, name, built_at))
+        write_manifest(tmp, dataset_id, name)  # again, now listing provenance.json too
+        report(3, len(STEPS), f"{dataset_id}: {STEPS[3]}")
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            _fsync(path)
+        _fsync(tmp)
+        os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted({final / Path(p).relative_to(tmp) for p in written} | {final / PROVENANCE})
+    return built, files, built_at
