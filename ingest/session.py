@@ -147,7 +147,7 @@ class BrokerSession:
             context.load_default_certs()
         try:
             with (
-                socket.create_connection((self.address.host, self.address.port), timeout=5) as sock,
+                socket.create_connection((self.address.host, self.address.port), timeout=15) as sock,
                 context.wrap_socket(sock, server_hostname=self.address.host),
             ):
                 return None, False
