@@ -10,6 +10,9 @@ Routes and the least role each needs (``api.auth``):
     GET  /v1/ingest/status              operator  ingest workers and devices
     GET  /v1/devices                    operator  devices seen by ingest
     POST /v1/compact                    operator  deduplicate and merge small files
+    GET  /                              public    the open-data catalog page (HTML, ja/en)
+    GET  /v1/datasets[/{id}[/releases[/{version}[/{file}]]]]
+                                        public    published datasets, releases, files (api.datasets)
 
 Plus ``/openapi.json`` and ``/docs``.  The lifespan starts the SQL thread pool and closes it and the
 sandbox at shutdown.
@@ -24,7 +27,7 @@ from pathlib import Path
 import duckdb
 from fastapi import FastAPI
 
-from api import errors, health, ingest, sql, tables
+from api import catalog, datasets, errors, health, ingest, sql, tables
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics
 from api.runner import QueryRunner
@@ -35,7 +38,8 @@ from store.sandbox import Sandbox, SandboxLimits
 from store.settings import Settings
 from store.views import create_analyst_views
 
-DESCRIPTION = """SQL over the Haneda-Kamata corridor telemetry lake, ingest status and compaction.
+DESCRIPTION = """SQL over the Haneda-Kamata corridor telemetry lake, ingest status and compaction; the
+published open datasets and their files for everyone (`/v1/datasets`, the catalog page at `/`).
 
 Send an API key as `Authorization: Bearer <key>` (`corridorhub keys create`).  Roles: **public** (no key),
 **analyst** (SQL, tables), **operator** (analyst plus ingest status, devices, compaction).  Every error is
@@ -83,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = hub
     errors.install(app)
-    for module in (health, sql, tables, ingest):
+    for module in (health, sql, tables, ingest, datasets, catalog):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app

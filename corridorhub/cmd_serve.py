@@ -17,11 +17,23 @@ from corridorhub._options import lake_option, settings_from
     default=None,
     help="API keys file [default: {lake}/_hub/keys.json].",
 )
+@click.option(
+    "--releases",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of published releases served at / and /v1/datasets [default: ./data/releases].",
+)
 @click.pass_context
 def command(
-    ctx: click.Context, lake: str | None, host: str | None, port: int | None, keys_file: str | None
+    ctx: click.Context,
+    lake: str | None,
+    host: str | None,
+    port: int | None,
+    keys_file: str | None,
+    releases: str | None,
 ) -> None:
-    """Serve the HTTP API: SQL for analysts, ingest status and compaction for operators.
+    """Serve the HTTP API: SQL for analysts, ingest status and compaction for operators, and the
+    published open datasets for everyone (catalog page at /, files under /v1/datasets).
 
     Keys come from "corridorhub keys create".  OpenAPI at /openapi.json, docs at /docs, health at
     /healthz, Prometheus metrics at /metrics.  SQL limits: the sql_* settings.
@@ -30,6 +42,6 @@ def command(
 
     from api import create_app
 
-    settings = settings_from(ctx, lake=lake, host=host, port=port, keys_file=keys_file)
+    settings = settings_from(ctx, lake=lake, host=host, port=port, keys_file=keys_file, releases=releases)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 import threading
 import time
@@ -9,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import uvicorn
@@ -41,6 +45,44 @@ def state_table(device: str, rows: int, *, operator: str = "hic", start: datetim
         date=pa.array([t.date() for t in ts], pa.date32()),
     )
     return pa.table(columns, schema=schema)
+
+
+#: The small hand-made release every ``hub`` holds (``write_release_folder``), for the role matrix.
+SMALL_DATASET, SMALL_VERSION = "demo-counts", "2025-03-14_2025-03-14-r1"
+
+
+def write_release_folder(
+    releases: Path,
+    dataset: str,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    package: dict[str, Any] | None = None,
+    unlisted: dict[str, bytes] | None = None,
+) -> Path:
+    """A release folder in publish's layout, written by hand: ``files`` listed in ``manifest.json`` with
+    their sha256 and size, a ``provenance.json``, an optional ``datapackage.json`` (listed too),
+    ``unlisted`` files left out of the manifest, and the ``latest`` pointer."""
+    folder = releases / dataset / version
+    folder.mkdir(parents=True)
+    listed = dict(files)
+    listed["provenance.json"] = json.dumps(
+        {"dataset": dataset, "version": version, "date_from": "2025-03-14", "date_to": "2025-03-14",
+         "rows": 2, "built_at": "2025-03-15T00:00:00+00:00",
+         "privacy": {"k": 10, "cells_before": 3, "cells_published": 2}}
+    ).encode()  # fmt: skip
+    if package is not None:
+        listed["datapackage.json"] = json.dumps(package, ensure_ascii=False).encode()
+    for name, content in {**listed, **(unlisted or {})}.items():
+        (folder / name).write_bytes(content)
+    entries = [
+        {"path": name, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest(), "mediatype": "x"}
+        for name, content in sorted(listed.items())
+    ]
+    manifest = {"dataset": dataset, "version": version, "algorithm": "sha256", "files": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (releases / dataset / "latest").write_text(json.dumps({"dataset": dataset, "version": version}))
+    return folder
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_harness import Hub
+from api_harness import SMALL_DATASET, SMALL_VERSION, Hub
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
@@ -30,13 +30,26 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/v1/ingest/status"): "operator",
     ("GET", "/v1/devices"): "operator",
     ("POST", "/v1/compact"): "operator",
+    ("GET", "/"): "public",
+    ("GET", "/v1/datasets"): "public",
+    ("GET", "/v1/datasets/{dataset}"): "public",
+    ("GET", "/v1/datasets/{dataset}/releases"): "public",
+    ("GET", "/v1/datasets/{dataset}/releases/{version}"): "public",
+    ("GET", "/v1/datasets/{dataset}/releases/{version}/{file}"): "public",
 }
 
 #: What a valid request to each route looks like.
 REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/sql"): {"json": {"sql": "SELECT 42 AS answer"}},
 }
-PATHS = {"/v1/tables/{name}/sample": "/v1/tables/state/sample"}
+_RELEASE = f"/v1/datasets/{SMALL_DATASET}/releases/{SMALL_VERSION}"
+PATHS = {
+    "/v1/tables/{name}/sample": "/v1/tables/state/sample",
+    "/v1/datasets/{dataset}": f"/v1/datasets/{SMALL_DATASET}",
+    "/v1/datasets/{dataset}/releases": f"/v1/datasets/{SMALL_DATASET}/releases",
+    "/v1/datasets/{dataset}/releases/{version}": _RELEASE,
+    "/v1/datasets/{dataset}/releases/{version}/{file}": f"{_RELEASE}/{SMALL_DATASET}.csv",
+}
 
 WHO = ("none", "garbage", "revoked", "analyst", "operator")
 RANK = {"public": 0, "analyst": 1, "operator": 2}
