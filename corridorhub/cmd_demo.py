@@ -1,8 +1,11 @@
-"""``corridorhub demo``: broker, simulated corridor fleet and ingest in one command.
+"""``corridorhub demo``: broker, simulated corridor fleet, ingest and the open-data catalog in one command.
 
 Starts an embedded broker (mosquitto when installed, else amqtt, announced as demo-only) unless
 ``--broker`` names one, publishes the simulated fleet in real time, ingests it into the lake, and
-prints what has landed every few seconds until Ctrl-C (or ``--duration``).
+prints what has landed every few seconds until Ctrl-C (or ``--duration``).  The HTTP service runs
+alongside (``--port``) with the catalog page at ``/``; after ``--publish-after`` seconds (or at the end,
+if the demo stops sooner) the demo publishes a first release of the open datasets for today's JST date
+(``corridorhub.demo_catalog``), so that the page has something to show.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import click
 
 from corridorhub._options import broker_option, lake_option, settings_from
 from corridorhub.broker import AMQTT_KIND, EmbeddedBroker
+from corridorhub.demo_catalog import CatalogServer, publish_first_release
 from corridorhub.simulator import DEFAULT_FAULTS, SimConfig, SimMessage, generate
 from corridorhub.simulator.publish import publish
 from ingest import Ingestor
@@ -101,6 +105,26 @@ def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[Si
     show_default=True,
     help="Seconds between summaries.",
 )
+@click.option(
+    "--releases",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of published releases [default: ./data/releases].",
+)
+@click.option(
+    "--publish-after",
+    type=click.FloatRange(0, MAX_DEMO_S),
+    default=60.0,
+    show_default=True,
+    help="Seconds of capture before the first open-data release (made at the end if the demo stops sooner).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65_535),
+    default=None,
+    help="Port of the catalog page and API on 127.0.0.1 (0: any free port) [default: 8080, or a free port "
+    "when 8080 is taken].",
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -113,18 +137,23 @@ def command(
     duration: float | None,
     embedded_broker: str,
     summary_every: float,
+    releases: str | None,
+    publish_after: float,
+    port: int | None,
 ) -> None:
     """Run the whole capture path on this machine: broker, simulated fleet, ingest, lake.
 
     The fleet (buses, shuttles, delivery robots on Haneda-Kamata routes, with a light mix of
     faults: malformed payloads, redeliveries, gaps) publishes in real time; ingest commits it to
-    the lake; a summary of what landed is printed every few seconds.  Ctrl-C stops it cleanly.
+    the lake; a summary of what landed is printed every few seconds.  The catalog page of the open
+    datasets is served at http://127.0.0.1:PORT/, and after --publish-after seconds a first release
+    (today, JST, ordinary privacy rules) appears on it.  Ctrl-C stops it cleanly.
     """
     embedded: EmbeddedBroker | None = None
     if not (ctx.find_root().obj or {}).get("log_level"):
         # The summaries say what matters; ingest's periodic counters would drown them.
         logging.getLogger("corridorhub.ingest").setLevel(logging.WARNING)
-    settings = settings_from(ctx, lake=lake, broker=broker, client_id="corridorhub-demo")
+    settings = settings_from(ctx, lake=lake, broker=broker, client_id="corridorhub-demo", releases=releases)
     if broker is None:
         lake_root = Path(settings.lake)
         embedded = EmbeddedBroker(
@@ -142,7 +171,12 @@ def command(
         # amqtt answers an MQTT 5 CONNECT with silence: talk 3.1.1 to it.
         version = "5" if embedded.supports_mqtt5 else "3.1.1"
         settings = settings_from(
-            ctx, lake=lake, broker=embedded.url, client_id="corridorhub-demo", mqtt_version=version
+            ctx,
+            lake=lake,
+            broker=embedded.url,
+            client_id="corridorhub-demo",
+            mqtt_version=version,
+            releases=releases,
         )
     stop = threading.Event()
 
@@ -151,7 +185,9 @@ def command(
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _run(settings, embedded, devices, rate, seed, duration, summary_every, stop)
+        with CatalogServer(settings, port=port) as catalog:
+            click.echo(f"open {catalog.url} to see the catalog (the open datasets, in Japanese and English)")
+            _run(settings, embedded, devices, rate, seed, duration, summary_every, stop, publish_after)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -168,6 +204,7 @@ def _run(
     duration: float | None,
     summary_every: float,
     stop: threading.Event,
+    publish_after: float,
 ) -> None:
     where = f"{embedded.kind} at {embedded.url}" if embedded else str(settings.broker_address)
     click.echo(f"corridorhub demo: broker {where}, lake {settings.lake}")
@@ -215,11 +252,16 @@ def _run(
     started = time.monotonic()
     lake = Lake(settings.lake)
     next_summary = started + min(5.0, summary_every)
+    published = False
     while not stop.is_set():
         if duration is not None and time.monotonic() - started >= duration:
             break
         if not publisher.is_alive():
             break
+        if not published and time.monotonic() - started >= publish_after:
+            publish_first_release(lake, settings, click.echo)
+            published = True
+            click.echo("reload the catalog page to see it")
         if time.monotonic() >= next_summary:
             click.echo(f"after {time.monotonic() - started:.0f} s:\n{lake_summary(lake)}")
             next_summary += summary_every
@@ -239,6 +281,9 @@ def _run(
         f"{counters.duplicates_dropped:,} redeliveries dropped"
     )
     click.echo(f"the lake now holds:\n{lake_summary(lake)}")
+    if not published:
+        publish_first_release(lake, settings, click.echo)
+        click.echo(f"see it with: corridorhub serve --lake {settings.lake} --releases {settings.releases}")
     click.echo(
         f'try: corridorhub sql --lake {settings.lake} "SELECT device_id, count(*) FROM state GROUP BY 1"'
     )

@@ -1,11 +1,16 @@
-"""`corridorhub demo` as a newcomer runs it: one command, a summary of what landed, a clean stop."""
+"""`corridorhub demo` as a newcomer runs it: one command, a summary of what landed, a first open-data
+release on the catalog page, a clean stop."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from store.lake import Lake
@@ -15,7 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "corridorhub", "demo", "--duration", "6", "--summary-every", "2", *args]
+    cmd += ["--port", "0"]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
@@ -39,3 +52,44 @@ def test_demo_refuses_a_bad_broker_url_in_one_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert done.stderr.strip().startswith("Error:") and "broker" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_demo_publishes_a_first_release_and_serves_it_on_the_catalog_page(tmp_path: Path) -> None:
+    """While the demo runs: after --publish-after seconds a release of today's data is on the page."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "corridorhub", "demo", "--duration", "20", "--summary-every", "5"]
+    cmd += ["--devices", "4", "--publish-after", "4", "--port", str(port)]
+    process = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    stderr: list[str] = []
+    threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("reload the catalog page"):
+                break
+        out = "".join(lines)
+        assert f"open http://127.0.0.1:{port}/ to see the catalog" in out, out + "".join(stderr)[-3000:]
+        assert "publishing a first open-data release for" in out, out + "".join(stderr)[-3000:]
+        # A fleet of 4 is under k=10 everywhere: the release is made, honestly empty, and says why.
+        assert "suppressed (k=10" in out and "fewer than k=10 distinct devices" in out
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        datasets = httpx.get(f"http://127.0.0.1:{port}/v1/datasets", timeout=10).json()["datasets"]
+    finally:
+        rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, "".join(stderr)[-3000:]
+    releases = tmp_path / "data" / "releases"
+    published = sorted(p.name for p in releases.iterdir() if (p / "latest").is_file())
+    assert "fleet-activity" in published and "traffic-speed-mesh" in published
+    assert {d["id"] for d in datasets} == set(published)
+    assert page.status_code == 200 and '<html lang="ja">' in page.text
+    for dataset in datasets:
+        version = json.loads((releases / dataset["id"] / "latest").read_text())["version"]
+        assert (
+            dataset["latest_version"] == version
+            and (releases / dataset["id"] / version / "manifest.json").is_file()
+        )
+        assert dataset["title"]["ja"] in page.text
+        assert f"/v1/datasets/{dataset['id']}/releases/{version}/manifest.json" in page.text
+    assert "stopped after" in rest
