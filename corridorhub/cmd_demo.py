@@ -16,7 +16,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -75,14 +76,22 @@ def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[Si
 @broker_option
 @lake_option
 @click.option(
-    "--devices", type=click.IntRange(1, 1000), default=12, show_default=True, help="Simulated devices."
+    "--devices", type=click.IntRange(1, 1000), default=60, show_default=True, help="Simulated devices."
 )
 @click.option(
     "--rate",
     type=click.FloatRange(0, 50, min_open=True),
-    default=2.0,
+    default=1.0,
     show_default=True,
     help="State samples per second per device.",
+)
+@click.option(
+    "--history",
+    type=click.FloatRange(0, 24 * 60),
+    default=30.0,
+    show_default=True,
+    help="Minutes of the fleet's recent past sent at full speed before it goes live, so that the first "
+    "release has cells seen by enough devices to publish (0: live only).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
 @click.option(
@@ -133,6 +142,7 @@ def command(
     lake: str | None,
     devices: int,
     rate: float,
+    history: float,
     seed: int,
     duration: float | None,
     embedded_broker: str,
@@ -187,7 +197,8 @@ def command(
     try:
         with CatalogServer(settings, port=port) as catalog:
             click.echo(f"open {catalog.url} to see the catalog (the open datasets, in Japanese and English)")
-            _run(settings, embedded, devices, rate, seed, duration, summary_every, stop, publish_after)
+            fleet = _Fleet(devices, rate, seed, history * 60)
+            _run(settings, embedded, fleet, duration, summary_every, stop, publish_after)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -195,12 +206,56 @@ def command(
             embedded.stop()
 
 
+@dataclass(frozen=True)
+class _Fleet:
+    devices: int
+    rate: float
+    seed: int
+    history_s: float  # the part of the run sent at full speed before going live
+
+
+def _replay_then_live(
+    settings: Settings, fleet: _Fleet, duration: float | None, stop: threading.Event
+) -> None:
+    """Send the fleet's recent past as fast as the broker takes it, then go on in real time.
+
+    One simulation throughout (seq goes on increasing), so the live part is no redelivery of the past.
+    """
+    config = SimConfig(
+        devices=fleet.devices,
+        rate_hz=fleet.rate,
+        duration_s=fleet.history_s + (duration or MAX_DEMO_S),
+        seed=fleet.seed,
+        start=datetime.now(UTC) - timedelta(seconds=fleet.history_s),
+        faults=DEFAULT_FAULTS,
+    )
+    messages = _until(stop, generate(config))
+    first_live: list[SimMessage] = []
+
+    def past() -> Iterator[SimMessage]:
+        for message in messages:
+            if message.send_at >= fleet.history_s:
+                first_live.append(message)
+                return
+            yield message
+
+    def live() -> Iterator[SimMessage]:
+        for message in itertools.chain(first_live, messages):
+            yield replace(message, send_at=message.send_at - fleet.history_s)
+
+    address = BrokerAddress.parse(settings.broker)
+    client_id, protocol = "corridorhub-demo-fleet", settings.mqtt_version
+    if fleet.history_s > 0:
+        report = publish(past(), address, realtime=False, client_id=client_id, protocol=protocol)
+        minutes = f"{fleet.history_s / 60:g}"
+        click.echo(f"  sent the fleet's last {minutes} minutes at full speed: {report.messages:,} messages")
+    publish(live(), address, realtime=True, client_id=client_id, protocol=protocol)
+
+
 def _run(
     settings: Settings,
     embedded: EmbeddedBroker | None,
-    devices: int,
-    rate: float,
-    seed: int,
+    fleet: _Fleet,
     duration: float | None,
     summary_every: float,
     stop: threading.Event,
@@ -208,7 +263,7 @@ def _run(
 ) -> None:
     where = f"{embedded.kind} at {embedded.url}" if embedded else str(settings.broker_address)
     click.echo(f"corridorhub demo: broker {where}, lake {settings.lake}")
-    click.echo(f"  simulating {devices} devices at {rate:g} Hz; Ctrl-C to stop")
+    click.echo(f"  simulating {fleet.devices} devices at {fleet.rate:g} Hz; Ctrl-C to stop")
     ingestor = Ingestor(settings)
     ingest_errors: list[BaseException] = []
     ingest_stop = threading.Event()
@@ -224,25 +279,11 @@ def _run(
     ingest_thread.start()
     if not ingestor.ready.wait(60):
         stop.set()
-    config = SimConfig(
-        devices=devices,
-        rate_hz=rate,
-        duration_s=duration or MAX_DEMO_S,
-        seed=seed,
-        start=datetime.now(UTC),
-        faults=DEFAULT_FAULTS,
-    )
     publish_errors: list[BaseException] = []
 
     def _publish() -> None:
         try:
-            fleet = _until(stop, generate(config))
-            publish(
-                fleet,
-                BrokerAddress.parse(settings.broker),
-                client_id="corridorhub-demo-fleet",
-                protocol=settings.mqtt_version,
-            )
+            _replay_then_live(settings, fleet, duration, stop)
         except CorridorHubError as exc:
             publish_errors.append(exc)
             stop.set()
