@@ -1,6 +1,6 @@
 """``corridorhub bench``: benchmarks that print readable figures and end with one JSON line.
 
-Each benchmark is a subcommand of the ``bench`` group (``ingest`` now; ``query`` and ``publish`` join it
+Each benchmark is a subcommand of the ``bench`` group (``ingest``, ``query``; ``publish`` joins it
 the same way: a ``@command.command(...)`` function here, its code in ``corridorhub/bench/``).
 """
 
@@ -14,6 +14,8 @@ import click
 from corridorhub._options import settings_from
 from corridorhub.bench.ingest import IngestBenchConfig, run_ingest_bench
 from corridorhub.bench.machine import describe_machine, load_average
+from corridorhub.bench.query_bench import QueryBenchConfig, run_query_bench
+from corridorhub.bench.query_report import query_figures, render_query
 from corridorhub.bench.report import figures, render
 
 
@@ -111,4 +113,86 @@ def ingest(
     _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
           f"({machine['cpus']} CPUs)")  # fmt: skip
     for line in render(result, figs):
+        click.echo(line)
+
+
+@command.command("query")
+@click.option(
+    "--rows",
+    type=click.IntRange(1_000, 500_000_000),
+    default=20_000_000,
+    show_default=True,
+    help="State rows of the generated corridor day (network: 1 per 5; events: 1 per 6,000).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated day.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="data/bench-query",
+    show_default=True,
+    help="Cache of generated days (lake and plain files, per rows and seed), reused by later runs.",
+)
+@click.option("--regenerate", is_flag=True, help="Make the day again even when the cache has it.")
+@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Timed runs per query and side; the median is reported.")  # fmt: skip
+@click.option(
+    "--memory-limit",
+    default="4GB",
+    show_default=True,
+    help="DuckDB memory_limit of both sides (device_day over 20 M rows needs over 1GB).",
+)
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="DuckDB threads of both sides [default: the sql_threads setting].")  # fmt: skip
+@click.option("--http-requests", type=click.IntRange(10, 100_000), default=400, show_default=True,
+              help="POST /v1/sql requests sent in all by the concurrent clients.")  # fmt: skip
+@click.option("--http-clients", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Concurrent HTTP clients, one keep-alive connection each.")  # fmt: skip
+@click.pass_context
+def query(
+    ctx: click.Context,
+    rows: int,
+    seed: int,
+    workdir: str,
+    regenerate: bool,
+    repeats: int,
+    memory_limit: str,
+    threads: int | None,
+    http_requests: int,
+    http_clients: int,
+) -> None:
+    """Standard analyst queries through the SQL sandbox against plain sorted Parquet, and HTTP latency.
+
+    Generates a corridor day (numpy, written through the lake's own append) or reuses it from --workdir,
+    writes each table once more as one Parquet file sorted by ts, then times each standard query both
+    ways in the same run: through the sandbox with the analyst views, as an analyst's query runs, and the
+    same SQL on a plain DuckDB connection over the sorted files.  Then it starts "corridorhub serve" over
+    the lake and measures POST /v1/sql of a small aggregate from concurrent clients.  The default run
+    takes about 5-8 minutes on 2 cores, generation included; --rows 20000 is a smoke run.
+
+    Target (2-core machine): worst_query_ratio <= 1.3 (sandbox time / plain time, the worst query).
+    """
+    root = ctx.find_root().obj or {}
+    settings = settings_from(ctx, log_level=None if root.get("log_level") else "WARNING")
+    config = QueryBenchConfig(
+        rows=rows,
+        seed=seed,
+        repeats=repeats,
+        memory_limit=memory_limit,
+        threads=threads if threads is not None else settings.sql_threads,
+        http_requests=http_requests,
+        http_clients=http_clients,
+        regenerate=regenerate,
+    )
+    machine = describe_machine()
+    load_before = load_average()
+    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    folder = Path(workdir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_query_bench(config, settings, folder, _echo, root.get("config_file"))
+    figs = query_figures(result)
+    figs["machine"] = machine
+    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
+    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
+          f"({machine['cpus']} CPUs)")  # fmt: skip
+    for line in render_query(result, figs):
         click.echo(line)
