@@ -1,7 +1,7 @@
 """``bench query``: the standard analyst queries through the sandbox and on plain sorted Parquet, same run.
 
 Each query of :data:`QUERIES` runs ``repeats`` times on each side in alternation (sandbox, plain, sandbox,
-plain, ...), so that a drift in the machine's load hits both; a query under a second runs more often (its
+plain, ...), so that a drift in the machine's load hits both; a query under half a second runs more often (its
 runs add up to about 2 s, at most 25).  There is no separate warm-up: the files were
 just written or read (page cache), the sandbox's database is built before timing (``open_sandbox``), and the
 **median** of the runs is the figure, which leaves out one cold run.  A run is the whole statement with every
