@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from store.errors import LakeError
-from store.lake import Lake, conform, fetch_arrow, select_files
+from store.lake import WRITER_PROPERTIES, Lake, conform, fetch_arrow, select_files
 from store.schema import PARTITION_COLUMN, QUARANTINE, STREAMS
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 _ATTEMPTS = 10
-_ZSTD = WriterProperties(compression="ZSTD")
 # NULL seq values group together, so "seq, CASE WHEN seq IS NULL THEN ts END" is the dedup key.
 _KEY = "operator, device_id, seq, CASE WHEN seq IS NULL THEN ts END"
 
@@ -218,7 +217,7 @@ def _dedup_partition(lake: Lake, name: str, partition: str) -> int:
                 mode="overwrite",
                 predicate=predicate,
                 partition_by=[PARTITION_COLUMN],
-                writer_properties=_ZSTD,
+                writer_properties=WRITER_PROPERTIES,
             )
         except CommitFailedError as exc:
             log.info("dedup of %s %s lost a race (%s), attempt %d", name, partition, exc, attempt + 1)
@@ -239,7 +238,7 @@ def _merge_partition(lake: Lake, name: str, partition: str, target_size: int | N
             metrics = table.optimize.compact(
                 partition_filters=[(PARTITION_COLUMN, "=", partition)],
                 target_size=target_size,
-                writer_properties=_ZSTD,
+                writer_properties=WRITER_PROPERTIES,
             )
         except CommitFailedError as exc:
             log.info("merge of %s %s lost a race (%s), attempt %d", name, partition, exc, attempt + 1)

@@ -42,7 +42,9 @@ from store.schema import PARTITION_COLUMN, SCHEMAS, TABLES, TIMESTAMP
 #: e.g. a schema merge, in between).  Plain concurrent appends never conflict; delta-rs retries those itself.
 _APPEND_ATTEMPTS = 8
 _MAX_COMMIT_RETRIES = 100
-_ZSTD = WriterProperties(compression="ZSTD")
+#: How the lake's Parquet is written (by appends and compaction alike): zstd, and row groups of 122,880
+#: rows (DuckDB's own size) rather than delta-rs's ~1 M, so that readers can split a file across threads.
+WRITER_PROPERTIES = WriterProperties(compression="ZSTD", max_row_group_size=122_880)
 #: WriteSerializable (Delta's own default; delta-rs defaults to Serializable): a transaction that read and
 #: rewrote a partition does not conflict with *blind appends* to it made meanwhile, since it does not remove
 #: their files.  ``append`` marks its commits ``isBlindAppend``; compaction relies on both.
@@ -147,6 +149,20 @@ class Lake:
             raise LakeError(f"Cannot read table {name!r} in {self.root}: {_cause(exc)}") from exc
         return table
 
+    def moved_since(self, versions: Mapping[str, int]) -> bool:
+        """Whether any table has a commit after ``versions`` (-1: the table did not exist).
+
+        On local disk this is one ``stat`` per table: Delta numbers commits one by one, so the next
+        commit's log file exists exactly when the table has moved on.  Elsewhere it asks delta-rs.
+        """
+        if not self.is_local:
+            return any(v > versions.get(name, -1) for name, v in self.versions().items())
+        for name in TABLES:
+            next_commit = Path(self.table_uri(name), "_delta_log", f"{versions.get(name, -1) + 1:020d}.json")
+            if next_commit.exists():
+                return True
+        return False
+
     def versions(self) -> dict[str, int]:
         """The latest committed version of each existing table."""
         return {name: self.delta_table(name).version() for name in TABLES if self.has_table(name)}
@@ -181,7 +197,7 @@ class Lake:
                         mode="append",
                         partition_by=[PARTITION_COLUMN],
                         schema_mode="merge",
-                        writer_properties=_ZSTD,
+                        writer_properties=WRITER_PROPERTIES,
                         commit_properties=properties,
                     )
                     break

@@ -156,6 +156,11 @@ class Sandbox:
     # -- generations ----------------------------------------------------------------------------------------
 
     def _acquire(self) -> _Generation:
+        with self._lock:
+            current = self._current
+            if current is not None and not self.lake.moved_since(dict(zip(TABLES, current.key, strict=True))):
+                current.active += 1
+                return current
         versions = self.lake.versions() if self.lake.exists() else {}
         key = tuple(versions.get(name, -1) for name in TABLES)
         with self._lock:

@@ -222,3 +222,29 @@ def test_a_table_created_before_a_column_was_declared_reads_it_as_null(tmp_path)
         sandbox.query("SELECT count(zone) AS z, count(*) AS n FROM state") as result,
     ):
         assert result.fetch_all().to_pylist() == [{"z": 0, "n": 2}]
+
+
+def test_moved_since_sees_each_new_commit_and_a_new_table(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert not lake.moved_since({})  # nothing there yet
+    lake.ensure_tables()
+    assert lake.moved_since({})  # the tables' first commits
+    seen = lake.versions()
+    assert not lake.moved_since(seen)
+    lake.append("state", state_rows([1]))
+    assert lake.moved_since(seen)
+    assert not lake.moved_since(lake.versions())
+
+
+def test_parquet_row_groups_are_small_enough_for_parallel_readers(lake):
+    rows = state_rows(list(range(86_000)))  # one day at 1 Hz: one file
+    lake.append(
+        "state", pa.concat_tables([rows, rows.set_column(3, "seq", pa.array(range(86_000, 172_000)))])
+    )
+    sizes = [
+        pq.ParquetFile(f).metadata.row_group(i).num_rows
+        for f in glob.glob(os.path.join(lake.root, "state", "**", "*.parquet"), recursive=True)
+        for i in range(pq.ParquetFile(f).metadata.num_row_groups)
+    ]
+    assert sum(sizes) == 172_000
+    assert max(sizes) <= 122_880 and len(sizes) >= 2
