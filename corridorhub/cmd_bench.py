@@ -1,7 +1,7 @@
 """``corridorhub bench``: benchmarks that print readable figures and end with one JSON line.
 
-Each benchmark is a subcommand of the ``bench`` group (``ingest``, ``query``; ``publish`` joins it
-the same way: a ``@command.command(...)`` function here, its code in ``corridorhub/bench/``).
+Each benchmark is a subcommand of the ``bench`` group (``ingest``, ``query``, ``publish``): a
+``@command.command(...)`` function here, its code in ``corridorhub/bench/``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import click
 from corridorhub._options import settings_from
 from corridorhub.bench.ingest import IngestBenchConfig, run_ingest_bench
 from corridorhub.bench.machine import describe_machine, load_average
+from corridorhub.bench.publish import PublishBenchConfig, run_publish_bench
+from corridorhub.bench.publish_report import publish_figures, render_publish
 from corridorhub.bench.query_bench import QueryBenchConfig, run_query_bench
 from corridorhub.bench.query_report import query_figures, render_query
 from corridorhub.bench.report import figures, render
@@ -195,4 +197,55 @@ def query(
     _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
           f"({machine['cpus']} CPUs)")  # fmt: skip
     for line in render_query(result, figs):
+        click.echo(line)
+
+
+@command.command("publish")
+@click.option(
+    "--rows",
+    type=click.IntRange(1_000, 500_000_000),
+    default=20_000_000,
+    show_default=True,
+    help="State rows of the generated corridor day, one sample per device and second "
+    "(network: 1 per 5; events: 1 per 6,000).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated day.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="data/bench-publish",
+    show_default=True,
+    help="Cache of generated days (per rows, devices and seed), reused by later runs.",
+)
+@click.option("--regenerate", is_flag=True, help="Make the day again even when the cache has it.")
+@click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Timed runs per dataset and side; the median is reported.")  # fmt: skip
+@click.pass_context
+def publish(ctx: click.Context, rows: int, seed: int, workdir: str, regenerate: bool, repeats: int) -> None:
+    """The full publish of the four aggregate datasets against the bare DuckDB aggregation of their cells.
+
+    Generates a corridor day (the generator of "bench query", with one sample per device and second so
+    that k = 10 leaves most cells published) or reuses it from --workdir.  Then, per dataset of the
+    default release, in the same run: publish_release into a temporary releases folder (build,
+    suppression, privacy gate, every file and its metadata, manifest, atomic rename), and the same cells'
+    bare aggregation written by one DuckDB COPY ... TO parquet.  Publishing uses your settings (k,
+    dominance, privacy zones...), the releases folder aside.  --rows 20000 is a smoke run.
+
+    Target (2-core machine): publish_ratio <= 1.5 (total publish time / total COPY time).
+    """
+    root = ctx.find_root().obj or {}
+    settings = settings_from(ctx, log_level=None if root.get("log_level") else "WARNING")
+    config = PublishBenchConfig(rows=rows, seed=seed, repeats=repeats, regenerate=regenerate)
+    machine = describe_machine()
+    load_before = load_average()
+    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    folder = Path(workdir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_publish_bench(config, settings, folder, _echo)
+    figs = publish_figures(result)
+    figs["machine"] = machine
+    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
+    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
+          f"({machine['cpus']} CPUs)")  # fmt: skip
+    for line in render_publish(result, figs):
         click.echo(line)
