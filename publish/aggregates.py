@@ -73,6 +73,8 @@ def network_quality(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Ca
         for label, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
     )
     share = "round(avg(CASE WHEN rat IN ('NR_SA', 'NR_NSA') THEN 1.0 WHEN rat IS NOT NULL THEN 0.0 END), 4)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE mesh_base AS {base}")
+    base = "SELECT * FROM mesh_base"
     cells = fetch_arrow(con, _both_levels("hour_start", base, f"{quantiles}, {share} AS nr_share"))
     return Candidates(cells, fetch_arrow(con, _leaves("hour_start", base)))
 
@@ -86,6 +88,8 @@ def traffic_speed(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Cand
         "AS mean_speed_kmh, "
         "round(quantile_cont(speed_mps, 0.85) * 3.6, 2) AS p85_speed_kmh"
     )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE mesh_base AS {base}")
+    base = "SELECT * FROM mesh_base"
     cells = fetch_arrow(con, _both_levels("slot_start", base, measures))
     return Candidates(cells, fetch_arrow(con, _leaves("slot_start", base)))
 
@@ -158,9 +162,10 @@ JOIN modes m USING (operator, device_id, day_jst)"""
 
 
 def fleet_activity(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Candidates:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE device_days AS {_DEVICE_DAYS}")
     cells = fetch_arrow(
         con,
-        f"""WITH p AS ({_DEVICE_DAYS})
+        f"""WITH p AS (SELECT * FROM device_days)
         SELECT day_jst,
                CASE WHEN grouping(device_type) = 1 THEN '{ALL_TYPES}' ELSE device_type END AS device_type,
                count(DISTINCT device) AS active_devices,
@@ -171,7 +176,7 @@ def fleet_activity(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Can
     )
     leaves = fetch_arrow(
         con,
-        f"""WITH p AS ({_DEVICE_DAYS})
+        """WITH p AS (SELECT * FROM device_days)
         SELECT day_jst, device_type, device, operator, CAST(distance_m AS DOUBLE) AS weight
         FROM p ORDER BY ALL""",
     )

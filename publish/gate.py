@@ -257,6 +257,11 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
     if built.internal.get("differential_privacy"):
         dominance_only = _Leaves(contributions, keys, 0, settings.publish_dominance)
         return [*out, *_capped("cells", _dp_dominance_problems(dominance_only, keys, below))]
+    descendants: dict[Key, list[Key]] = {key: [] for key in rows}
+    for row in rows:
+        for ancestor in ancestors(row):
+            if ancestor in descendants and ancestor != row:
+                descendants[ancestor].append(row)
     for key in sorted(rows, key=lambda k: tuple(map(str, k))):
         verdict = leaves.verdict(below[key]) if below[key] else "no contributions behind it"
         if verdict:
@@ -269,7 +274,7 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
                 cell_lines.append(
                     f"row {_describe(keys, key)}: {name}={published} but {actual} devices contributed"
                 )
-        covered = set().union(*(below[r] for r in rows if r != key and key in ancestors(r)))
+        covered = set().union(*(below[r] for r in descendants[key]))
         residual = below[key] - covered
         if covered and residual:
             verdict = leaves.verdict(residual)
