@@ -427,9 +427,16 @@ def _configure_object_store(con: duckdb.DuckDBPyConnection, options: Mapping[str
         settings["USE_SSL"] = "false" if parts.scheme == "http" else "true"
         settings["URL_STYLE"] = "path"
     body = ", ".join(f"{k} {v if k == 'TYPE' else _literal(v)}" for k, v in settings.items())
+    # LOAD only: nothing is downloaded at run time.  Install the extension beforehand where object
+    # storage is used (python -c "import duckdb; duckdb.install_extension('httpfs')").
     try:
-        con.execute("INSTALL httpfs")
         con.execute("LOAD httpfs")
+    except duckdb.Error as exc:
+        raise LakeError(
+            "Reading a lake on object storage needs DuckDB's httpfs extension, which is not installed "
+            f"(corridorhub does not download it at run time): {exc}"
+        ) from exc
+    try:
         con.execute(f"CREATE OR REPLACE SECRET corridorhub_lake ({body})")
     except duckdb.Error as exc:
         raise LakeError(f"DuckDB cannot reach the object store: {exc}") from exc
