@@ -4,8 +4,7 @@ Decoding never raises: whatever the bytes, every message ends up as rows, as qua
 or both (a batch keeps its good samples and quarantines each bad one on its own).
 
 The work is done per flush, not per message: samples of all messages of one stream are gathered and
-each column is built and checked as a whole (Arrow type inference, vectorized range and enum
-checks).  Only a column that fails as a whole is re-examined value by value to find the culprits.
+each column is built and checked as a whole (``ingest._columns``).
 """
 
 from __future__ import annotations
@@ -19,25 +18,21 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ingest._columns import Checks, LazyValues, check_column, column_values, infer, ts_microseconds
 from store.geo import assign_zone
 from store.schema import (
     IDENTIFIER_PATTERN,
     MAX_BATCH_SAMPLES,
-    MAX_DETAIL_BYTES,
     QUARANTINE,
     SCHEMAS,
     STREAMS,
     TIMESTAMP,
-    Column,
 )
 
 _TOPIC = re.compile(rf"corridor/({IDENTIFIER_PATTERN})/({IDENTIFIER_PATTERN})/([^/]*)")
 _TS_MIN_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 _DAY_US = 86_400_000_000
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,198 +275,6 @@ def _dump_sample(sample: dict[str, Any], ts: Any) -> bytes:
     return orjson.dumps(sample if ts is _ABSENT else {"ts": ts, **sample})
 
 
-class _LazyValues:
-    """One field of every sample, read from the dicts only when a slow path or a message needs it."""
-
-    def __init__(self, samples: list[dict[str, Any]], name: str) -> None:
-        self._samples = samples
-        self._name = name
-        self._values: list[Any] | None = None
-
-    @classmethod
-    def of(cls, values: list[Any]) -> _LazyValues:
-        lazy = cls([], "")
-        lazy._values = values
-        return lazy
-
-    def list(self) -> list[Any]:
-        if self._values is None:
-            self._values = [s.get(self._name) for s in self._samples]
-        return self._values
-
-    def __getitem__(self, row: int) -> Any:
-        if self._values is not None:
-            return self._values[row]
-        return self._samples[row].get(self._name)
-
-    def __iter__(self) -> Any:
-        return iter(self.list())
-
-    def __len__(self) -> int:
-        return len(self._values) if self._values is not None else len(self._samples)
-
-
-class _Checks:
-    """Per-row first failing reason for one stream's gathered samples."""
-
-    def __init__(self, n: int) -> None:
-        self.reason: list[str | None] = [None] * n
-        self.text: list[str] = [""] * n
-        self.bad = np.zeros(n, dtype=bool)
-
-    def fail(self, rows: np.ndarray | Sequence[int], reason: str, describe: Any) -> None:
-        for r in rows:
-            r = int(r)
-            if not self.bad[r]:
-                self.bad[r] = True
-                self.reason[r] = reason
-                self.text[r] = describe(r)
-
-    def fail_mask(self, mask: np.ndarray, reason: str, describe: Any) -> None:
-        self.fail(np.flatnonzero(mask & ~self.bad), reason, describe)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
-
-
-def _infer(values: list[Any]) -> pa.Array | None:
-    try:
-        return pa.array(values)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        return None
-
-
-def _column_values(
-    column: Column,
-    inferred: pa.Array | None,
-    values: _LazyValues,
-    checks: _Checks,
-    may_hold_booleans: bool,
-) -> pa.Array:
-    """An Arrow array of the column's type; values of the wrong JSON type fail their row and become null.
-
-    ``inferred`` is Arrow's own reading of the values (None when they did not convert as one type);
-    only when it is not of an acceptable type are the values examined one by one.
-    """
-    name = column.name
-    target = column.type
-    if inferred is not None:
-        t = inferred.type
-        if pa.types.is_null(t):
-            return pa.nulls(len(values), target)
-        # Arrow reads true/false among floats as 1.0/0.0: look for booleans when there may be some.
-        numeric = pa.types.is_int64(t) or pa.types.is_float64(t)
-        if (
-            target == pa.float64()
-            and numeric
-            and not (may_hold_booleans and any(type(v) is bool for v in values))
-        ):
-            return inferred.cast(target)
-        if target == pa.int64() and pa.types.is_int64(t):
-            return inferred
-        if target == pa.string() and pa.types.is_string(t):
-            return inferred
-    # Slow path: find the values of the wrong type, one by one.
-    clean: list[Any] = []
-    for r, v in enumerate(values):
-        ok = v is None
-        if not ok:
-            if target == pa.float64():
-                ok = type(v) in (int, float) and (type(v) is float or _INT64_MIN <= v <= _INT64_MAX)
-                if ok and type(v) is int:
-                    v = float(v)
-            elif target == pa.int64():
-                ok = type(v) is int and _INT64_MIN <= v <= _INT64_MAX
-            elif target == pa.string():
-                ok = type(v) is str
-                if not ok and name == "cell_id" and type(v) is int:
-                    v, ok = str(v), True
-        if ok:
-            clean.append(v)
-        else:
-            clean.append(None)
-            numeric = target in (pa.float64(), pa.int64())
-            reason = "out_of_range" if numeric and type(v) is int else "wrong_type"
-            checks.fail([r], reason, lambda _r, v=v: f"{name} is a JSON {_kind(v)}: {str(v)[:80]}")
-    return pa.array(clean, target)
-
-
-def _ts_values(inferred: pa.Array | None, values: _LazyValues, checks: _Checks) -> pa.Array:
-    """Epoch microseconds (int64) from RFC 3339 text or integer epoch milliseconds.
-
-    Devices of different operators send different forms, so a flush often mixes them: the integers
-    and the texts are each converted as a whole, and only texts Arrow cannot parse are looked at
-    one by one.
-    """
-    if inferred is not None and pa.types.is_int64(inferred.type):
-        return _epoch_ms_to_us(inferred, values, checks)
-    if inferred is not None and pa.types.is_string(inferred.type):
-        return _texts_to_us(inferred, values, checks)
-    raw = values.list()
-    texts = pa.array([v if type(v) is str else None for v in raw], pa.string())
-    small = [v if type(v) is int and -(2**53) <= v <= 2**53 else None for v in raw]
-    for r, v in enumerate(raw):
-        if v is None or type(v) is str:
-            continue
-        if type(v) is int:
-            if small[r] is None:
-                checks.fail([r], "ts_out_of_range", lambda _r, v=v: f"ts {v} is out of range")
-        else:
-            checks.fail([r], "invalid_ts", lambda _r, v=v: f"ts is a JSON {_kind(v)}, not text or integer")
-    from_ints = pc.multiply(pa.array(small, pa.int64()), 1000)
-    return pc.coalesce(_texts_to_us(texts, values, checks), from_ints)
-
-
-def _texts_to_us(texts: pa.Array, values: _LazyValues, checks: _Checks) -> pa.Array:
-    try:
-        return _parse_rfc3339(texts)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    out: list[int | None] = []
-    for r, v in enumerate(texts.to_pylist()):
-        us: int | None = None
-        if v is not None:
-            try:
-                us = _parse_rfc3339(pa.array([v], pa.string()))[0].as_py()
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                checks.fail(
-                    [r], "invalid_ts", lambda _r, v=v: f"ts {v[:60]!r} is not RFC 3339 with an offset"
-                )
-        out.append(us)
-    return pa.array(out, pa.int64())
-
-
-_TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
-
-
-def _parse_rfc3339(text: pa.Array) -> pa.Array:
-    """Epoch microseconds from RFC 3339 text with an offset; finer fractions are truncated."""
-    try:
-        return text.cast(TIMESTAMP).cast(pa.int64())
-    except pa.ArrowInvalid:
-        # Arrow refuses more fractional digits than the unit holds: read as ns, then truncate.
-        return text.cast(_TIMESTAMP_NS).cast(TIMESTAMP, safe=False).cast(pa.int64())
-
-
-def _epoch_ms_to_us(ms: pa.Array, values: _LazyValues, checks: _Checks) -> pa.Array:
-    np_ms = ms.to_numpy(zero_copy_only=False)
-    too_big = np.abs(np.nan_to_num(np_ms.astype("float64"), nan=0)) > 2**53
-    if too_big.any():
-        checks.fail_mask(too_big, "ts_out_of_range", lambda r: f"ts {values[r]} is out of range")
-        ms = pc.if_else(pa.array(too_big), pa.scalar(None, pa.int64()), ms)
-    return pc.multiply(ms, 1000)
-
-
 def _build_stream(
     stream: str,
     gathered: _StreamRows,
@@ -482,7 +285,7 @@ def _build_stream(
     schema = SCHEMAS[stream]
     samples = gathered.samples
     n = len(samples)
-    checks = _Checks(n)
+    checks = Checks(n)
     payload_columns = schema.payload_columns
     known = frozenset(c.name for c in payload_columns)
     arrays: dict[str, pa.Array] = {}
@@ -491,26 +294,26 @@ def _build_stream(
     # otherwise each column is read on its own.  ts is taken out first: operators send it as text or
     # as an integer, and a mixed ts would keep every other column off the fast path.
     ts_raw = [sample.pop("ts", _ABSENT) for sample in samples]
-    struct = _infer(samples)
+    struct = infer(samples)
     may_hold_booleans = any(
         b"true" in messages[m].payload or b"false" in messages[m].payload for m in set(gathered.message)
     )
     struct_fields = set(struct.type.names) if struct is not None else set()
-    ts_values = _LazyValues.of([None if v is _ABSENT else v for v in ts_raw])
+    ts_values = LazyValues.of([None if v is _ABSENT else v for v in ts_raw])
     for column in payload_columns:  # in schema order: a row's reason is its first failing column
         if column.name == "ts":
-            arrays["ts"] = _ts_values(_infer(ts_values.list()), ts_values, checks)
-            _check_column(column, arrays["ts"], ts_values, checks)
+            arrays["ts"] = ts_microseconds(infer(ts_values.list()), ts_values, checks)
+            check_column(column, arrays["ts"], ts_values, checks)
             continue
-        values = _LazyValues(samples, column.name)
+        values = LazyValues(samples, column.name)
         if struct is None:
-            inferred = _infer(values.list())
+            inferred = infer(values.list())
         elif column.name in struct_fields:
             inferred = struct.field(column.name)
         else:
             inferred = pa.nulls(n)
-        arrays[column.name] = _column_values(column, inferred, values, checks, may_hold_booleans)
-        _check_column(column, arrays[column.name], values, checks)
+        arrays[column.name] = column_values(column, inferred, values, checks, may_hold_booleans)
+        check_column(column, arrays[column.name], values, checks)
 
     message_index = np.asarray(gathered.message, dtype=np.int64)
     received = np.fromiter((m.received_at_us for m in messages), dtype=np.int64, count=len(messages))[
@@ -582,38 +385,3 @@ def _zones(lat: pa.Array | None, lon: pa.Array | None, n: int) -> pa.Array:
         lat.to_numpy(zero_copy_only=False).astype("float64"),
         lon.to_numpy(zero_copy_only=False).astype("float64"),
     )
-
-
-def _check_column(column: Column, array: pa.Array, values: _LazyValues, checks: _Checks) -> None:
-    name = column.name
-    if column.required:
-        # Values of the wrong type are null here too, but their rows have failed already.
-        missing = array.is_null().to_numpy(zero_copy_only=False)
-        checks.fail_mask(missing, "missing_field", lambda r: f"{name} is missing")
-    if column.minimum is not None or column.maximum is not None:
-        nums = array.to_numpy(zero_copy_only=False).astype("float64")
-        with np.errstate(invalid="ignore"):
-            low = nums < column.minimum if column.minimum is not None else np.zeros(len(nums), bool)
-            if column.maximum is None:
-                high = np.zeros(len(nums), bool)
-            elif column.maximum_exclusive:
-                high = nums >= column.maximum
-            else:
-                high = nums > column.maximum
-        bound = f"[{column.minimum}, {column.maximum}{')' if column.maximum_exclusive else ']'}"
-        checks.fail_mask(low | high, "out_of_range", lambda r: f"{name} {values[r]} is outside {bound}")
-    if column.allowed:
-        allowed = pa.array(column.allowed, pa.string())
-        invalid = pc.and_(pc.is_valid(array), pc.invert(pc.is_in(array, value_set=allowed)))
-        checks.fail_mask(
-            invalid.to_numpy(zero_copy_only=False),
-            "invalid_value",
-            lambda r: f"{name} {str(values[r])[:60]!r} is not one of {', '.join(column.allowed)}",
-        )
-    if name == "detail":
-        too_long = pc.fill_null(pc.greater(pc.binary_length(array), MAX_DETAIL_BYTES), False)
-        checks.fail_mask(
-            too_long.to_numpy(zero_copy_only=False),
-            "invalid_value",
-            lambda r: f"detail is longer than {MAX_DETAIL_BYTES} bytes",
-        )
