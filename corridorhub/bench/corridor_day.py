@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from tqdm import tqdm
 
 from corridorhub.simulator.devices import fleet_identities
 from corridorhub.simulator.radio import CELL_SITES
@@ -352,6 +355,26 @@ class CachedDay:
             return None
         expected = {"generator": GENERATOR_VERSION, "plan": asdict(self.plan)}
         return found if all(found.get(k) == v for k, v in expected.items()) else None
+
+    def generate(self, echo: Callable[[str], None]) -> tuple[DayCounts, float]:
+        """Make the day's lake afresh in its folder (a progress bar on a terminal); the row counts and
+        the seconds it took.  Write the manifest once everything else is in place: it marks the day
+        complete."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        plan = self.plan
+        echo(f"generating {plan.state_rows:,} state rows ({plan.devices} devices, one every "
+             f"{plan.interval_s:.3f} s each) into {self.lake_path}")  # fmt: skip
+        started = time.perf_counter()
+        with tqdm(
+            total=plan.state_rows, unit=" rows", unit_scale=True, desc="corridor day", disable=None
+        ) as bar:
+            counts = generate_day(Lake(self.lake_path), plan, bar.update)
+        seconds = time.perf_counter() - started
+        echo(f"  {counts.state:,} state, {counts.network:,} network, {counts.event:,} event rows in "
+             f"{counts.commits} commits, {seconds:.1f} s")  # fmt: skip
+        return counts, seconds
 
     def write_manifest(self, counts: DayCounts, seconds: float) -> None:
         body = {

@@ -28,7 +28,6 @@ from datetime import timedelta, timezone
 from pathlib import Path
 
 import duckdb
-from tqdm import tqdm
 
 from corridorhub.bench.corridor_day import (
     DAY_SPAN_S,
@@ -36,7 +35,6 @@ from corridorhub.bench.corridor_day import (
     GENERATOR_VERSION,
     CachedDay,
     DayPlan,
-    generate_day,
 )
 from corridorhub.bench.publish_baseline import copy_cells, open_baseline
 from publish.datasets import default_ids
@@ -112,18 +110,7 @@ def prepare_day(day: CachedDay, regenerate: bool, echo: Callable[[str], None]) -
     if not regenerate and day.manifest() is not None:
         echo(f"reusing the generated day in {day.folder} (--regenerate to make it again)")
         return None
-    if day.folder.exists():
-        shutil.rmtree(day.folder)
-    day.folder.mkdir(parents=True)
-    plan = day.plan
-    echo(f"generating {plan.state_rows:,} state rows ({plan.devices} devices, one every "
-         f"{plan.interval_s:.3f} s each) into {day.lake_path}")  # fmt: skip
-    started = time.perf_counter()
-    with tqdm(total=plan.state_rows, unit=" rows", unit_scale=True, desc="corridor day", disable=None) as bar:
-        counts = generate_day(Lake(day.lake_path), plan, bar.update)
-    seconds = time.perf_counter() - started
-    echo(f"  {counts.state:,} state, {counts.network:,} network, {counts.event:,} event rows in "
-         f"{counts.commits} commits, {seconds:.1f} s")  # fmt: skip
+    counts, seconds = day.generate(echo)
     day.write_manifest(counts, seconds)  # last: marks the cached day complete
     return seconds
 

@@ -9,15 +9,12 @@ concurrent clients (``corridorhub.bench.query_http``).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from corridorhub.bench.corridor_day import CachedDay, DayPlan, cached_day, generate_day
+from corridorhub.bench.corridor_day import CachedDay, DayPlan, cached_day
 from corridorhub.bench.plain import PLAIN_TABLES, connect_plain, plain_file, write_plain_files
 from corridorhub.bench.query import bench_limits, file_stats, open_sandbox, table_rows, time_queries
 from corridorhub.bench.query_http import analyst_key, measure_latency, running_service
@@ -97,18 +94,7 @@ def _prepare(
     if not regenerate and day.manifest() is not None and plain_ready:
         echo(f"reusing the generated day in {day.folder} (--regenerate to make it again)")
         return None, None
-    if day.folder.exists():
-        shutil.rmtree(day.folder)
-    day.folder.mkdir(parents=True)
-    plan = day.plan
-    echo(f"generating {plan.state_rows:,} state rows ({plan.devices} devices, one every "
-         f"{plan.interval_s:.3f} s each) into {day.lake_path}")  # fmt: skip
-    started = time.perf_counter()
-    with tqdm(total=plan.state_rows, unit=" rows", unit_scale=True, desc="corridor day", disable=None) as bar:
-        counts = generate_day(Lake(day.lake_path), plan, bar.update)
-    generated_s = time.perf_counter() - started
-    echo(f"  {counts.state:,} state, {counts.network:,} network, {counts.event:,} event rows in "
-         f"{counts.commits} commits, {generated_s:.1f} s")  # fmt: skip
+    counts, generated_s = day.generate(echo)
     started = time.perf_counter()
     write_plain_files(Lake(day.lake_path), day.plain_path)
     plain_write_s = time.perf_counter() - started
