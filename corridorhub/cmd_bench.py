@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,6 +29,22 @@ def command() -> None:
 
 def _echo(text: str) -> None:
     click.echo(text, err=True)
+
+
+class _Machine:
+    """The machine a benchmark runs on, said at the start, and how busy it was, stamped on the figures:
+    other processes skew every figure."""
+
+    def __init__(self) -> None:
+        self.description = describe_machine()
+        self.load_before = load_average()
+        _echo("machine: " + ", ".join(f"{k} {v}" for k, v in self.description.items()))
+
+    def stamp(self, figs: dict[str, Any]) -> None:
+        figs["machine"] = self.description
+        figs["load_average_start"], figs["load_average_end"] = self.load_before, load_average()
+        _echo(f"1-minute load average: {self.load_before:g} at the start, {figs['load_average_end']:g} at "
+              f"the end ({self.description['cpus']} CPUs)")  # fmt: skip
 
 
 @command.command("ingest")
@@ -98,9 +115,7 @@ def ingest(
         poll_interval_s=poll_interval,
         seed=seed,
     )
-    machine = describe_machine()
-    load_before = load_average()
-    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    machine = _Machine()
     if workdir is not None:
         folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -109,11 +124,7 @@ def ingest(
         with tempfile.TemporaryDirectory(prefix="corridorhub-bench-") as tmp:
             result = run_ingest_bench(config, settings, Path(tmp), _echo)
     figs = figures(result)
-    figs["machine"] = machine
-    # Other processes on the machine skew every figure: say how busy it was.
-    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
-    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
-          f"({machine['cpus']} CPUs)")  # fmt: skip
+    machine.stamp(figs)
     for line in render(result, figs):
         click.echo(line)
 
@@ -185,17 +196,12 @@ def query(
         http_clients=http_clients,
         regenerate=regenerate,
     )
-    machine = describe_machine()
-    load_before = load_average()
-    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    machine = _Machine()
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     result = run_query_bench(config, settings, folder, _echo, root.get("config_file"))
     figs = query_figures(result)
-    figs["machine"] = machine
-    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
-    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
-          f"({machine['cpus']} CPUs)")  # fmt: skip
+    machine.stamp(figs)
     for line in render_query(result, figs):
         click.echo(line)
 
@@ -236,16 +242,11 @@ def publish(ctx: click.Context, rows: int, seed: int, workdir: str, regenerate: 
     root = ctx.find_root().obj or {}
     settings = settings_from(ctx, log_level=None if root.get("log_level") else "WARNING")
     config = PublishBenchConfig(rows=rows, seed=seed, repeats=repeats, regenerate=regenerate)
-    machine = describe_machine()
-    load_before = load_average()
-    _echo("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    machine = _Machine()
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     result = run_publish_bench(config, settings, folder, _echo)
     figs = publish_figures(result)
-    figs["machine"] = machine
-    figs["load_average_start"], figs["load_average_end"] = load_before, load_average()
-    _echo(f"1-minute load average: {load_before:g} at the start, {figs['load_average_end']:g} at the end "
-          f"({machine['cpus']} CPUs)")  # fmt: skip
+    machine.stamp(figs)
     for line in render_publish(result, figs):
         click.echo(line)
