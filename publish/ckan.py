@@ -41,8 +41,8 @@ _FORMATS = {
     ".geojson": "GeoJSON",
     ".json": "JSON",
     ".jsonld": "JSON-LD",
+    ".md": "Markdown",
 }
-_FORMATS[".md"] = "Markdown"
 
 log = logging.getLogger(__name__)
 

@@ -386,5 +386,19 @@ class CachedDay:
         self.manifest_path.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
 
 
+def day_figures(
+    rows: dict[str, int], devices: int, interval_s: float, generated_s: float | None
+) -> dict[str, object]:
+    """The figures that describe the generated day, in a benchmark's JSON line."""
+    return {
+        "rows": rows["state"],
+        "network_rows": rows["network"],
+        "event_rows": rows["event"],
+        "devices": devices,
+        "sample_interval_s": round(interval_s, 4),
+        "generate_s": None if generated_s is None else round(generated_s, 1),
+    }
+
+
 def cached_day(workdir: Path, plan: DayPlan) -> CachedDay:
     return CachedDay(workdir / f"day-{plan.rows}-seed{plan.seed}-v{GENERATOR_VERSION}", plan)

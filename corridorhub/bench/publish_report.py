@@ -6,6 +6,7 @@ import json
 import statistics
 from typing import Any
 
+from corridorhub.bench.corridor_day import day_figures
 from corridorhub.bench.publish import DatasetTiming, PublishBenchResult
 from corridorhub.bench.report import Target
 from publish.release import STEPS
@@ -25,12 +26,7 @@ def _step_key(step: str) -> str:
 def publish_figures(result: PublishBenchResult) -> dict[str, Any]:
     """Every figure, rounded for print; ratios are computed from the printed (rounded) medians."""
     out: dict[str, Any] = {
-        "rows": result.rows["state"],
-        "network_rows": result.rows["network"],
-        "event_rows": result.rows["event"],
-        "devices": result.devices,
-        "sample_interval_s": round(result.interval_s, 4),
-        "generate_s": None if result.generated_s is None else round(result.generated_s, 1),
+        **day_figures(result.rows, result.devices, result.interval_s, result.generated_s),
         "repeats": result.repeats,
         "statistic": "median",
         "datasets": [t.dataset_id for t in result.timings],

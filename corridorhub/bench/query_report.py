@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from corridorhub.bench.corridor_day import day_figures
 from corridorhub.bench.query import QueryTiming
 from corridorhub.bench.query_http import HttpLatency
 from corridorhub.bench.report import Target
@@ -36,12 +37,7 @@ class QueryBenchResult:
 def query_figures(result: QueryBenchResult) -> dict[str, Any]:
     """Every figure, rounded for print; ratios are computed from the printed (rounded) medians."""
     out: dict[str, Any] = {
-        "rows": result.rows["state"],
-        "network_rows": result.rows["network"],
-        "event_rows": result.rows["event"],
-        "devices": result.devices,
-        "sample_interval_s": round(result.interval_s, 4),
-        "generate_s": None if result.generated_s is None else round(result.generated_s, 1),
+        **day_figures(result.rows, result.devices, result.interval_s, result.generated_s),
         "plain_write_s": None if result.plain_write_s is None else round(result.plain_write_s, 1),
         "layout": result.layout,
         "memory_limit": result.memory_limit,
