@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import duckdb
 from fastapi import FastAPI
 
 from api import catalog, datasets, errors, health, ingest, sql, tables
@@ -34,9 +33,9 @@ from api.runner import QueryRunner
 from api.services import Services
 from store.keys import KeyStore
 from store.lake import Lake
-from store.sandbox import Sandbox, SandboxLimits
+from store.query import analyst_sandbox
+from store.sandbox import SandboxLimits
 from store.settings import Settings
-from store.views import create_analyst_views
 
 DESCRIPTION = """SQL over the Haneda-Kamata corridor telemetry lake, ingest status and compaction; the
 published open datasets and their files for everyone (`/v1/datasets`, the catalog page at `/`).
@@ -60,7 +59,7 @@ def sandbox_limits(settings: Settings) -> SandboxLimits:
 def create_app(settings: Settings) -> FastAPI:
     lake = Lake(settings.lake)
     metrics = ApiMetrics(Path(lake.root))
-    sandbox = Sandbox(lake, sandbox_limits(settings), setup=_install_views)
+    sandbox = analyst_sandbox(lake, sandbox_limits(settings))
     hub = Services(
         settings=settings,
         lake=lake,
@@ -91,11 +90,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     return app
-
-
-def _install_views(con: duckdb.DuckDBPyConnection) -> None:
-    """The sandbox's setup: the analyst views (trips, device_day, ...) beside the lake's tables."""
-    create_analyst_views(con)
 
 
 def _version() -> str:
