@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from corridorhub.bench.plain import PLAIN_TABLES, plain_file
 from store.lake import Lake
+from store.query import analyst_sandbox
 from store.sandbox import Sandbox, SandboxLimits
-from store.views import create_analyst_views
 
 #: 08:00-09:00 JST on the generated day, across the UTC date boundary (two ``date`` partitions).
 _RUSH_HOUR = "ts >= TIMESTAMPTZ '2025-03-14 08:00:00+09' AND ts < TIMESTAMPTZ '2025-03-14 09:00:00+09'"
@@ -126,8 +126,9 @@ def bench_limits(memory_limit: str, threads: int, max_rows: int) -> SandboxLimit
 
 
 def open_sandbox(lake: Lake, limits: SandboxLimits) -> tuple[Sandbox, float]:
-    """The analyst's sandbox (with the analyst views, as ``api.create_app`` sets it up) and its setup time."""
-    sandbox = Sandbox(lake, limits, setup=_analyst_views)
+    """The analyst's sandbox (``store.query.analyst_sandbox``, as the CLI and the API get it) and its
+    setup time."""
+    sandbox = analyst_sandbox(lake, limits)
     started = time.perf_counter()
     _ = sandbox.relations  # builds the locked database over the current snapshot
     return sandbox, time.perf_counter() - started
@@ -140,11 +141,6 @@ def table_rows(lake: Lake) -> dict[str, int]:
         return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in PLAIN_TABLES}
     finally:
         con.close()
-
-
-def _analyst_views(con: duckdb.DuckDBPyConnection) -> None:
-    """The sandbox's setup, as ``api.create_app`` gives it: the analyst views beside the lake's tables."""
-    create_analyst_views(con)
 
 
 def time_queries(
