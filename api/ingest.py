@@ -62,6 +62,7 @@ class DeviceStream(BaseModel):
     last_seen_at: str | None
     samples: int
     seq_missing: int
+    seq_restarts: int
     workers: list[str]
 
 
@@ -224,12 +225,15 @@ def _device_streams(statuses: list[dict[str, Any]]) -> list[DeviceStream]:
             if not isinstance(row, dict):
                 continue
             key = (str(row.get("operator")), str(row.get("device_id")), str(row.get("stream")))
-            entry = merged.setdefault(key, {"last_seen": None, "samples": 0, "missing": 0, "workers": []})
+            entry = merged.setdefault(
+                key, {"last_seen": None, "samples": 0, "missing": 0, "restarts": 0, "workers": []}
+            )
             seen = _float_or_none(row.get("last_seen_at"))
             if seen is not None and (entry["last_seen"] is None or seen > entry["last_seen"]):
                 entry["last_seen"] = seen
             entry["samples"] += _int(row.get("samples"))
             entry["missing"] += _int(row.get("seq_missing"))
+            entry["restarts"] += _int(row.get("seq_restarts"))
             entry["workers"].append(status["client_id"])
     return [
         DeviceStream(
@@ -239,6 +243,7 @@ def _device_streams(statuses: list[dict[str, Any]]) -> list[DeviceStream]:
             last_seen_at=_time(entry["last_seen"]),
             samples=entry["samples"],
             seq_missing=entry["missing"],
+            seq_restarts=entry["restarts"],
             workers=sorted(entry["workers"]),
         )
         for (operator, device_id, stream), entry in sorted(merged.items())

@@ -1,45 +1,67 @@
-"""Exactly-once in the lake: drop redelivered samples, and count gaps in ``seq``.
+"""Exactly-once in the lake: drop redelivered samples, keep every new one, and count gaps in ``seq``.
 
-A sample's key is (operator, device_id, stream, seq), or ts where seq is absent.  The broker delivers at
-least once (a redelivery after a reconnect, a publisher's retry, a hub killed between commit and
-acknowledgement), so every key is checked against what was accepted before.
+**What a duplicate is.**  A sample is identified by (operator, device_id, stream, seq, ts)
+(``store.schema.SAMPLE_IDENTITY``; ts alone where seq is absent).  A redelivery (the broker sending a
+message again after a reconnect, a publisher's retry, a hub killed between commit and acknowledgement)
+repeats the same payload, so both seq and ts repeat and the copy is dropped.  A sample that reuses a
+``seq`` with another ``ts`` is a *new* sample: a device whose counter restarted (a reboot, a firmware
+update, a swapped modem), or one that sent the same seq twice.  It is kept.  Compaction removes copies
+with the same identity, so both layers follow one rule.
 
-Memory is bounded: per device and stream, a ring bitmap remembers the last ``window`` seq values
-(8 KiB for the default 65,536), and samples without seq remember their ts for ``ts_window_us``.  A
-redelivery older than the window slips through and ``corridorhub compact`` removes it.  A bitmap
-rather than a set of ints: 60 bytes per remembered key would cost hundreds of MB at corridor rates.
+**Counter runs.**  A device's seq values form *runs*: one run from the counter's (re)start until the next
+restart.  Each run remembers the ts of its last ``window`` seq values, in a ring indexed by seq (that is
+what tells a redelivery from a reused seq, exactly).  A non-duplicate sample joins the run that was
+current at its ts (the latest run that began at or before it), when it fits there: a seq above the run's
+highest extends it; a seq in a gap of the run fills the gap (below the run's lowest seq only if it is
+also older than that sample).  Else it may be one of the first samples of the next run, arriving after
+that run's later ones.  A sample that fits nowhere (its seq is already held with another ts, or it is
+below the run's start but newer) means the counter restarted: it begins a new run.  Redeliveries
+of any remembered run are recognised, however runs and redeliveries interleave.
 
-The same bitmap counts what never arrived: ``missing`` is the number of seq values between the lowest
-and highest seen that have not (yet) arrived; a late sample fills its gap.
+**Gaps.**  ``missing`` is, per run, the seq values between its lowest and highest seen that have not (yet)
+arrived; a late sample fills its gap.  The exact count assumes that a device's clock moves forward
+across a restart; a sample whose clock is off by more than the time since the restart may be counted
+against the earlier run (it is still kept).
+
+**Memory is bounded.**  A ring grows with its run up to ``window`` slots of 8 bytes (128 KiB for the
+default 16,384); a track keeps ``MAX_RUNS`` runs and folds older ones into its totals.  Samples without
+seq remember their ts for ``ts_window_us``.  A redelivery older than what is remembered slips through and
+``corridorhub compact`` removes it.  Written here rather than taken from a library: the rule (seq and ts,
+runs, gaps) is ours, and a per-sample Python set would cost hundreds of MB at corridor rates.
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import insort
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-DEFAULT_WINDOW = 65_536
+DEFAULT_WINDOW = 16_384
 DEFAULT_TS_WINDOW_US = 600_000_000  # ten minutes
+MAX_RUNS = 4  # counter runs remembered per device and stream
+_EMPTY = -(2**63)  # a ring slot that holds no sample
+_FIRST_SLOTS = 64
 
 
 @dataclass
-class SeqTrack:
-    """What one device's stream has delivered so far."""
+class CounterRun:
+    """One run of a device's seq counter: from its (re)start until the next restart."""
 
     window: int
-    bits: bytearray = field(init=False)
-    low: int | None = None  # lowest seq ever accepted
+    slots: array[int] = field(init=False)  # ts of seq s at s % len(slots); seqs in (high - len, high]
+    low: int | None = None  # lowest seq accepted
     high: int = -1  # highest seq accepted
-    accepted: int = 0  # distinct seq values accepted
-    accepted_in_window: int = 0
-    too_old: int = 0  # samples older than the window (accepted, checked by compaction)
-    ts_seen: dict[int, None] = field(default_factory=dict)  # ts of samples without seq, oldest first
-    last_seen_us: int = 0
+    ts_low: int = 0  # ts of the sample at ``low``
+    ts_high: int = 0  # ts of the sample at ``high``
+    first_ts: int = 0  # earliest ts in the run
+    accepted: int = 0  # distinct seq values accepted and remembered
+    too_old: int = 0  # accepted below the remembered window (left to compaction)
 
     def __post_init__(self) -> None:
-        self.bits = bytearray(self.window // 8)
+        self.slots = array("q", [_EMPTY]) * min(_FIRST_SLOTS, self.window)
 
     @property
     def missing(self) -> int:
@@ -48,39 +70,126 @@ class SeqTrack:
             return 0
         return max(0, self.high - self.low + 1 - self.accepted)
 
-    def _slide(self, new_high: int) -> None:
-        """Forget bits that fall out of the window as high moves up to new_high."""
-        w = self.window
-        if new_high - self.high >= w:
-            self.bits = bytearray(w // 8)
-            return
-        for s in range(self.high + 1, new_high + 1):
-            i = s % w
-            self.bits[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+    def _remembered(self, seq: int) -> bool:
+        return self.low is not None and self.high - len(self.slots) < seq <= self.high
 
-    def add_seq(self, seq: int) -> bool:
-        """True when seq is new (and remember it), False for a duplicate."""
-        w = self.window
-        if seq > self.high:
-            self._slide(seq)
-            self.high = seq
-        elif seq <= self.high - w:
-            self.too_old += 1
+    def holds(self, seq: int, ts: int) -> bool:
+        """True when exactly this sample (seq and ts) was accepted before: a redelivery."""
+        return self._remembered(seq) and self.slots[seq % len(self.slots)] == ts
+
+    def fits(self, seq: int, ts: int) -> bool:
+        """Whether a new sample (not a redelivery) belongs to this run rather than to a restarted counter."""
+        if self.low is None or seq > self.high:
             return True
-        i = seq % w
-        mask = 1 << (i & 7)
-        if self.bits[i >> 3] & mask:
-            return False
-        self.bits[i >> 3] |= mask
+        if seq < self.low:
+            return ts <= self.ts_low  # below the run's start only if it was also taken before it
+        if self._remembered(seq):
+            return self.slots[seq % len(self.slots)] == _EMPTY  # a gap, not a seq already taken
+        return ts <= self.ts_high  # older than the ring: a late sample only if taken before the newest
+
+    def add(self, seq: int, ts: int) -> None:
+        if self.low is None:
+            self.low, self.high, self.ts_low, self.ts_high, self.first_ts = seq, seq, ts, ts, ts
+        elif seq > self.high:
+            self._grow(seq - self.low + 1)
+            self._slide(seq)
+            self.ts_high = ts
+        elif seq <= self.high - len(self.slots):
+            self._grow(self.high - seq + 1)
+            if seq <= self.high - len(self.slots):
+                self.too_old += 1  # the window is full: kept, but no longer checked here
+                self.first_ts = min(self.first_ts, ts)
+                return
+        self.slots[seq % len(self.slots)] = ts
         self.accepted += 1
-        if self.low is None or seq < self.low:
-            self.low = seq
+        self.first_ts = min(self.first_ts, ts)
+        if seq < self.low:
+            self.low, self.ts_low = seq, ts
+
+    def _grow(self, span: int) -> None:
+        """Widen the ring (doubling, up to ``window``) so that it covers ``span`` seq values."""
+        size = len(self.slots)
+        if span <= size or size >= self.window:
+            return
+        new_size = size
+        while new_size < span and new_size < self.window:
+            new_size *= 2
+        new_size = min(new_size, self.window)
+        grown = array("q", [_EMPTY]) * new_size
+        for seq in range(max(self.high - size + 1, 0), self.high + 1):
+            grown[seq % new_size] = self.slots[seq % size]
+        self.slots = grown
+
+    def _slide(self, new_high: int) -> None:
+        """Forget the slots that fall out of the ring as ``high`` moves up to ``new_high``."""
+        size = len(self.slots)
+        if new_high - self.high >= size:
+            self.slots = array("q", [_EMPTY]) * size
+        else:
+            for seq in range(self.high + 1, new_high + 1):
+                self.slots[seq % size] = _EMPTY
+        self.high = new_high
+
+
+@dataclass
+class SeqTrack:
+    """What one device's stream has delivered so far: its counter runs, newest last."""
+
+    window: int
+    runs: list[CounterRun] = field(default_factory=list)  # ordered by first_ts
+    restarts: int = 0  # counter restarts seen
+    folded_missing: int = 0  # gaps of runs no longer remembered
+    folded_samples: int = 0  # samples of runs no longer remembered
+    seqless: int = 0  # samples without seq accepted
+    ts_seen: dict[int, None] = field(default_factory=dict)  # ts of samples without seq, oldest first
+    last_seen_us: int = 0
+
+    @property
+    def missing(self) -> int:
+        """Seq values missing (gaps) over every run of the counter."""
+        return self.folded_missing + sum(run.missing for run in self.runs)
+
+    @property
+    def samples(self) -> int:
+        return self.folded_samples + self.seqless + sum(run.accepted + run.too_old for run in self.runs)
+
+    @property
+    def current(self) -> CounterRun | None:
+        """The run begun last (the counter as the device has it now)."""
+        return self.runs[-1] if self.runs else None
+
+    def add_seq(self, seq: int, ts: int) -> bool:
+        """True when the sample is new (and remember it), False for a redelivery."""
+        runs = self.runs
+        for run in runs:
+            if run.holds(seq, ts):
+                return False
+        # The run current at the sample's time (the latest that began at or before it, else the first),
+        # or the start of the next one (a run's first samples can arrive after its later ones).
+        at = 0
+        for i, run in enumerate(runs):
+            if run.first_ts <= ts:
+                at = i
+        for run in runs[at : at + 2]:
+            if run.fits(seq, ts):
+                run.add(seq, ts)
+                return True
+        if runs:
+            self.restarts += 1
+        run = CounterRun(self.window)
+        run.add(seq, ts)
+        insort(runs, run, key=lambda r: r.first_ts)
+        if len(runs) > MAX_RUNS:
+            oldest = runs.pop(0)
+            self.folded_missing += oldest.missing
+            self.folded_samples += oldest.accepted + oldest.too_old
         return True
 
     def add_ts(self, ts_us: int, window_us: int) -> bool:
         if ts_us in self.ts_seen:
             return False
         self.ts_seen[ts_us] = None
+        self.seqless += 1
         if len(self.ts_seen) > 4096:
             newest = max(self.ts_seen)
             for old in [t for t in self.ts_seen if t < newest - window_us]:
@@ -92,8 +201,8 @@ class Deduplicator:
     """Per (operator, device_id, stream): which samples were accepted, and the gaps in seq."""
 
     def __init__(self, window: int = DEFAULT_WINDOW, ts_window_us: int = DEFAULT_TS_WINDOW_US) -> None:
-        if window % 8 or window <= 0:
-            raise ValueError("window must be a positive multiple of 8")
+        if window <= 0 or window & (window - 1):
+            raise ValueError("window must be a power of two")
         self.window = window
         self.ts_window_us = ts_window_us
         self.tracks: dict[tuple[str, str, str], SeqTrack] = {}
@@ -109,7 +218,8 @@ class Deduplicator:
     def keep_mask(self, stream: str, table: pa.Table, *, remember_only: bool = False) -> np.ndarray:
         """A boolean mask of the rows of ``table`` that are new; they are remembered as accepted.
 
-        With ``remember_only`` every row is remembered and kept (used to seed from the lake).
+        Rows are taken in table order (the order of receipt).  With ``remember_only`` every row is
+        remembered and kept (used to seed from the lake).
         """
         n = table.num_rows
         keep = np.ones(n, dtype=bool)
@@ -128,7 +238,7 @@ class Deduplicator:
                 track = self._track(operators[r], devices[r], stream)
                 last = ident
             seq = seqs[r]
-            new = track.add_seq(seq) if seq is not None else track.add_ts(ts[r], self.ts_window_us)
+            new = track.add_seq(seq, ts[r]) if seq is not None else track.add_ts(ts[r], self.ts_window_us)
             if new:
                 if received[r] > track.last_seen_us:
                     track.last_seen_us = int(received[r])

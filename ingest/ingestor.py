@@ -109,7 +109,11 @@ class Ingestor:
                 stream, ["operator", "device_id", "seq", "ts", "received_at"], since
             )
             if recent.num_rows:
-                recent = recent.sort_by([("operator", "ascending"), ("device_id", "ascending")])
+                # In order of receipt per device (a stable sort keeps a message's samples in order), so
+                # that counter restarts are recognised as they were live.
+                recent = recent.sort_by(
+                    [("operator", "ascending"), ("device_id", "ascending"), ("received_at", "ascending")]
+                )
                 self.dedup.keep_mask(stream, recent, remember_only=True)
                 seeded += recent.num_rows
         if seeded:

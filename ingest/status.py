@@ -96,19 +96,22 @@ class IngestCounters:
 
 
 def device_table(dedup: Deduplicator) -> list[dict[str, Any]]:
-    """Per device and stream: last seen, samples accepted, and seq values missing (gaps)."""
+    """Per device and stream: last seen, samples accepted, seq values missing (gaps) and counter restarts;
+    ``seq_low``/``seq_high`` are those of the counter's current run."""
     rows = []
     for (operator, device_id, stream), track in sorted(dedup.tracks.items()):
+        current = track.current
         rows.append(
             {
                 "operator": operator,
                 "device_id": device_id,
                 "stream": stream,
                 "last_seen_at": track.last_seen_us / 1e6 if track.last_seen_us else None,
-                "samples": track.accepted + track.too_old + len(track.ts_seen),
-                "seq_low": track.low,
-                "seq_high": track.high if track.low is not None else None,
+                "samples": track.samples,
+                "seq_low": current.low if current else None,
+                "seq_high": current.high if current else None,
                 "seq_missing": track.missing,
+                "seq_restarts": track.restarts,
             }
         )
     return rows

@@ -3,10 +3,11 @@
 Ingest commits a few times per second, so a day's partition collects thousands of small files, and a crash
 between a commit and its MQTT acknowledgement leaves redelivered copies.  For each ``date`` partition:
 
-1. **Dedup** (stream tables only).  A sample's key is ``(operator, device_id, seq)``, or
-   ``(operator, device_id, ts)`` when ``seq`` is null; of the copies the one with the earliest
-   ``received_at`` stays.  A partition holding duplicates is rewritten: DuckDB reads the partition's files
-   *of one snapshot* and writes the kept rows back with ``write_deltalake(mode="overwrite",
+1. **Dedup** (stream tables only).  A sample's key is ``store.schema.SAMPLE_IDENTITY``
+   ``(operator, device_id, seq, ts)`` (null ``seq`` values group together, so ``ts`` alone keys samples
+   without seq; a reused seq with another ts is a new sample, not a copy); of the copies the one with the
+   earliest ``received_at`` stays.  A partition holding duplicates is rewritten: DuckDB reads the
+   partition's files *of one snapshot* and writes the kept rows back with ``write_deltalake(mode="overwrite",
    predicate="date = ...")`` on a handle at that same snapshot.  The commit's ``remove`` actions name exactly
    the files that snapshot held, so a file that ingest appends meanwhile is neither removed nor lost; it is
    deduplicated on the next run.  (A delete by predicate would not do: copies written twice by a retried
@@ -30,7 +31,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from store.errors import LakeError
 from store.lake import WRITER_PROPERTIES, Lake, conform, fetch_arrow, select_files
-from store.schema import PARTITION_COLUMN, QUARANTINE, STREAMS
+from store.schema import PARTITION_COLUMN, QUARANTINE, SAMPLE_IDENTITY, STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 _ATTEMPTS = 10
-# NULL seq values group together, so "seq, CASE WHEN seq IS NULL THEN ts END" is the dedup key.
-_KEY = "operator, device_id, seq, CASE WHEN seq IS NULL THEN ts END"
+_KEY = ", ".join(SAMPLE_IDENTITY)  # PARTITION BY groups NULL seq values together
 
 
 @dataclass

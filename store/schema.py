@@ -25,6 +25,11 @@ PARTITION_COLUMN = "date"
 MAX_BATCH_SAMPLES = 10_000
 MAX_DETAIL_BYTES = 1024
 IDENTIFIER_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+#: What identifies one sample in a stream table.  Two rows with the same values here are copies of one
+#: sample (a redelivery); a reused ``seq`` with another ``ts`` is a new sample (a restarted counter).
+#: ``seq`` may be null: then ``ts`` alone identifies the sample.  Ingest's dedup and compaction both
+#: follow this rule (``ingest/dedup.py``, ``store/compaction.py``).
+SAMPLE_IDENTITY: tuple[str, ...] = ("operator", "device_id", "seq", "ts")
 
 
 class Source(enum.Enum):
@@ -139,7 +144,8 @@ _HEAD: tuple[Column, ...] = (
         "seq",
         pa.int64(),
         "",
-        "Sequence number, increasing per device and stream; the dedup key when present.",
+        "Sequence number, increasing per device and stream (may start again after a reboot); with ts, "
+        "what tells a redelivered sample from a new one.",
         publish=Publish.DROP,
         sensitivity=Sensitivity.IDENTIFYING,
         minimum=0,

@@ -63,6 +63,24 @@ def test_removes_exactly_the_duplicates_keeping_earliest_received_at(lake):
     assert compact(lake).duplicates_removed == 0  # idempotent
 
 
+def test_a_reused_seq_with_another_ts_is_a_new_sample_not_a_duplicate(lake):
+    """A device whose counter restarted sends seq 1, 2, 3 again, later: compaction keeps both runs."""
+    lake.append("state", state_rows([1, 2, 3]))
+    lake.append("state", state_rows([1, 2, 3], start=BASE + timedelta(minutes=30)))
+    lake.append("state", state_rows([2], start=BASE + timedelta(minutes=30, seconds=1)))  # a real copy
+
+    assert compact(lake).duplicates_removed == 1
+    rows = _state(lake, "SELECT seq, ts FROM state ORDER BY ts")
+    assert rows == [
+        (1, BASE),
+        (2, BASE + timedelta(seconds=1)),
+        (3, BASE + timedelta(seconds=2)),
+        (1, BASE + timedelta(minutes=30)),
+        (2, BASE + timedelta(minutes=30, seconds=1)),
+        (3, BASE + timedelta(minutes=30, seconds=2)),
+    ]
+
+
 def test_duplicates_in_different_partitions_are_left_alone(lake):
     lake.append("state", state_rows([1]))
     lake.append("state", state_rows([1], start=BASE + timedelta(days=1)))  # seq reset on another day
