@@ -106,6 +106,19 @@ class CounterRun:
         if seq < self.low:
             self.low, self.ts_low = seq, ts
 
+    def add_next(self, seq: int, ts: int) -> None:
+        """``add`` for ``seq == high + 1`` in a run that has begun: the hot path."""
+        low = self.low
+        assert low is not None
+        slots = self.slots
+        if seq - low >= len(slots) and len(slots) < self.window:
+            self._grow(seq - low + 1)
+            slots = self.slots
+        slots[seq % len(slots)] = ts  # the slot of seq - len(slots), which leaves the ring
+        self.high = seq
+        self.ts_high = ts
+        self.accepted += 1
+
     def _grow(self, span: int) -> None:
         """Widen the ring (doubling, up to ``window``) so that it covers ``span`` seq values."""
         size = len(self.slots)
@@ -161,6 +174,16 @@ class SeqTrack:
     def add_seq(self, seq: int, ts: int) -> bool:
         """True when the sample is new (and remember it), False for a redelivery."""
         runs = self.runs
+        if runs:
+            newest = runs[-1]
+            # The usual case: the next sample of the current run, in order, and no copy of an earlier run.
+            if (
+                seq == newest.high + 1
+                and ts >= newest.first_ts
+                and (len(runs) == 1 or not any(run.holds(seq, ts) for run in runs[:-1]))
+            ):
+                newest.add_next(seq, ts)
+                return True
         for run in runs:
             if run.holds(seq, ts):
                 return False
