@@ -153,6 +153,17 @@ def test_messages_come_in_send_order_within_the_run() -> None:
     assert times[0] >= 0 and times[-1] <= 60.0
 
 
+def test_device_ids_are_unique_across_the_fleet() -> None:
+    """A device is (operator, device_id), but two operators run shuttles: each id names one device, so that
+    counting distinct ids counts devices."""
+    topics = {m.topic for m in run(devices=60, duration_s=2.0)}
+    devices = {tuple(t.split("/")[1:3]) for t in topics if TOPIC.fullmatch(t)}
+    assert len(devices) == 60
+    assert len({device_id for _, device_id in devices}) == 60
+    shuttles = {(operator, d) for operator, d in devices if d.startswith("shuttle-")}
+    assert len({operator for operator, _ in shuttles}) == 2  # the case where ids used to repeat
+
+
 # -- plausible data within the contract ------------------------------------------------------------
 def test_routes_and_positions_stay_inside_the_corridor() -> None:
     lat_min, lon_min, lat_max, lon_max = CORRIDOR_BBOX
