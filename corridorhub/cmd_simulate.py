@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from corridorhub._options import broker_option, settings_from
-from corridorhub.simulator import JST, FaultRates, SimConfig, SimMessage, Simulation
+from corridorhub.simulator import JST, MAX_DURATION_S, FaultRates, SimConfig, SimMessage, Simulation
 from corridorhub.simulator.publish import publish
 from store.errors import CorridorHubError
 
@@ -46,7 +46,7 @@ def _start(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(0, 30 * 86_400, min_open=True),
+    type=click.FloatRange(0, MAX_DURATION_S, min_open=True),
     default=60.0,
     show_default=True,
     help="Simulated seconds.",
