@@ -1,55 +1,51 @@
 """``corridorhub demo``: broker, simulated corridor fleet, ingest and the open-data catalog in one command.
 
 Starts an embedded broker (mosquitto when installed, else amqtt, announced as demo-only) unless
-``--broker`` names one, publishes the simulated fleet in real time, ingests it into the lake, and
-prints what has landed every few seconds until Ctrl-C (or ``--duration``).  The HTTP service runs
-alongside (``--port``) with the catalog page at ``/``; after ``--publish-after`` seconds (or at the end,
-if the demo stops sooner) the demo publishes a first release of the open datasets for today's JST date
-(``corridorhub.demo_catalog``), so that the page has something to show.
+``--broker`` names one, replays the simulated fleet's recent past at full speed and then publishes it
+in real time (``corridorhub.demo_fleet``), ingests it into the lake, and prints what has landed every
+few seconds until Ctrl-C (or ``--duration``).  The HTTP service runs alongside (``--port``) with the
+catalog page at ``/``; after ``--publish-after`` seconds, once ingest has committed the replayed history,
+(or at the end, if the demo stops sooner) the demo publishes a first release of the open datasets for
+today's JST date (``corridorhub.demo_catalog``), so that the page has something to show.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 import click
 
-from corridorhub._options import broker_option, lake_option, settings_from
+from corridorhub._options import lake_option, settings_from
 from corridorhub.broker import AMQTT_KIND, EmbeddedBroker
 from corridorhub.demo_catalog import CatalogServer, publish_first_release
-from corridorhub.simulator import DEFAULT_FAULTS, SimConfig, SimMessage, generate
-from corridorhub.simulator.publish import publish
+from corridorhub.demo_fleet import DemoFleet, History, replay_then_live
+from corridorhub.simulator import MAX_DURATION_S
 from ingest import Ingestor
 from store.errors import CorridorHubError
 from store.lake import Lake
-from store.settings import BrokerAddress, Settings
+from store.settings import Settings
 
 log = logging.getLogger("corridorhub.demo")
 
-MAX_DEMO_S = 30 * 86_400
+SHOWN_REASONS = 3
+"""Quarantine reasons named in a summary line (the most frequent); the others are counted."""
 
 
 def lake_summary(lake: Lake) -> str:
-    """A few lines on what the lake holds: rows per stream, quarantine by reason, devices."""
+    """A few lines on what the lake holds: rows per stream, devices, quarantine by reason."""
     con = lake.connect()
     try:
         counts = {
             s: con.execute(f"SELECT count(*) FROM {s}").fetchall()[0][0]
             for s in ("state", "event", "network")
         }
-        devices = con.execute(
-            "SELECT count(DISTINCT (operator, device_id)) FROM (SELECT operator, device_id FROM state "
-            "UNION ALL SELECT operator, device_id FROM network)"
-        ).fetchall()[0][0]
+        # The same count as the query the demo suggests at the end (devices per operator in state).
+        devices = con.execute("SELECT count(DISTINCT (operator, device_id)) FROM state").fetchall()[0][0]
         reasons = con.execute(
             "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason"
         ).fetchall()
@@ -58,22 +54,44 @@ def lake_summary(lake: Lake) -> str:
         ).fetchall()[0][0]
     finally:
         con.close()
-    quarantined = sum(n for _, n in reasons)
-    detail = ", ".join(f"{r} {n}" for r, n in reasons)
-    lines = [
-        f"  state {counts['state']:,} rows · event {counts['event']:,} · network {counts['network']:,}"
-        f" · {devices} devices · autonomous {autonomous or 0}% of state samples",
-        f"  quarantine {quarantined:,}" + (f" ({detail})" if detail else ""),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"  {devices} devices · state {counts['state']:,} rows · event {counts['event']:,}"
+            f" · network {counts['network']:,}",
+            f"  autonomous mode in {autonomous or 0}% of state samples (stops included)",
+            f"  quarantine {_reasons(reasons)}",
+        ]
+    )
 
 
-def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[SimMessage]:
-    return itertools.takewhile(lambda _m: not stop.is_set(), messages)
+def _reasons(reasons: list[tuple[str, int]]) -> str:
+    """The total and the most frequent few: ``1,234 (invalid_json 120, missing_field 98, bad_topic 80, 13 more
+    reasons)``."""
+    total = f"{sum(n for _, n in reasons):,}"
+    if not reasons:
+        return total
+    shown = [f"{reason} {n:,}" for reason, n in reasons[:SHOWN_REASONS]]
+    more = len(reasons) - SHOWN_REASONS
+    if more > 0:
+        shown.append(f"{more} more reason{'s' if more > 1 else ''}")
+    return f"{total} ({', '.join(shown)})"
+
+
+def _sql_hint(lake: str | Path) -> str:
+    """A first query to try, counting devices the way the summary does."""
+    return (
+        f'try: corridorhub sql --lake {lake} "SELECT operator, count(DISTINCT device_id) AS devices, '
+        'count(*) AS state_rows FROM state GROUP BY operator ORDER BY operator"'
+    )
 
 
 @click.command("demo")
-@broker_option
+@click.option(
+    "--broker",
+    default=None,
+    help="An MQTT broker to use instead of the embedded one, mqtt://[user:pass@]host:port or mqtts://... "
+    "[default: none: the demo starts an embedded broker, see --embedded-broker].",
+)
 @lake_option
 @click.option(
     "--devices", type=click.IntRange(1, 1000), default=60, show_default=True, help="Simulated devices."
@@ -96,7 +114,7 @@ def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[Si
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
 @click.option(
     "--duration",
-    type=click.FloatRange(0, MAX_DEMO_S, min_open=True),
+    type=click.FloatRange(0, MAX_DURATION_S, min_open=True),
     default=None,
     help="Stop after this many seconds [default: run until Ctrl-C].",
 )
@@ -122,10 +140,11 @@ def _until(stop: threading.Event, messages: Iterator[SimMessage]) -> Iterator[Si
 )
 @click.option(
     "--publish-after",
-    type=click.FloatRange(0, MAX_DEMO_S),
+    type=click.FloatRange(0, MAX_DURATION_S),
     default=60.0,
     show_default=True,
-    help="Seconds of capture before the first open-data release (made at the end if the demo stops sooner).",
+    help="Seconds of capture before the first open-data release, and not before ingest has committed the "
+    "replayed --history (made at the end if the demo stops sooner).",
 )
 @click.option(
     "--port",
@@ -156,107 +175,87 @@ def command(
     The fleet (buses, shuttles, delivery robots on Haneda-Kamata routes, with a light mix of
     faults: malformed payloads, redeliveries, gaps) publishes in real time; ingest commits it to
     the lake; a summary of what landed is printed every few seconds.  The catalog page of the open
-    datasets is served at http://127.0.0.1:PORT/, and after --publish-after seconds a first release
-    (today, JST, ordinary privacy rules) appears on it.  Ctrl-C stops it cleanly.
+    datasets is served at http://127.0.0.1:PORT/, and after --publish-after seconds (once the replayed
+    history is in the lake) a first release (today, JST, ordinary privacy rules) appears on it.
+    Without --broker it starts its own broker.  Ctrl-C stops it cleanly.
     """
+    try:
+        fleet = DemoFleet(devices, rate, seed, history * 60, duration)
+    except CorridorHubError as exc:
+        raise click.UsageError(str(exc)) from None
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            name = signal.Signals(signum).name
+            click.echo(f"{name}: stopping (ingest commits what it has first)", err=True)
+        stop.set()
+
+    # From the start: a Ctrl-C while the broker or the catalog starts must stop the demo cleanly too.
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _demo(ctx, fleet, stop, broker, lake, embedded_broker, summary_every, releases, publish_after, port)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _demo(
+    ctx: click.Context,
+    fleet: DemoFleet,
+    stop: threading.Event,
+    broker: str | None,
+    lake: str | None,
+    embedded_broker: str,
+    summary_every: float,
+    releases: str | None,
+    publish_after: float,
+    port: int | None,
+) -> None:
     embedded: EmbeddedBroker | None = None
     if not (ctx.find_root().obj or {}).get("log_level"):
         # The summaries say what matters; ingest's periodic counters would drown them.
         logging.getLogger("corridorhub.ingest").setLevel(logging.WARNING)
     settings = settings_from(ctx, lake=lake, broker=broker, client_id="corridorhub-demo", releases=releases)
-    if broker is None:
-        lake_root = Path(settings.lake)
-        embedded = EmbeddedBroker(
-            lake_root.parent / "broker",
-            allow_fallback=embedded_broker == "auto",
-            force_amqtt=embedded_broker == "amqtt",
-        ).start()
-        if embedded.kind == AMQTT_KIND:
-            click.secho(
-                "mosquitto is not installed: using amqtt, an in-process Python broker, FOR THE DEMO ONLY "
-                "(install mosquitto for anything else: sudo apt-get install mosquitto)",
-                fg="yellow",
-                err=True,
-            )
-        # amqtt answers an MQTT 5 CONNECT with silence: talk 3.1.1 to it.
-        version = "5" if embedded.supports_mqtt5 else "3.1.1"
-        settings = settings_from(
-            ctx,
-            lake=lake,
-            broker=embedded.url,
-            client_id="corridorhub-demo",
-            mqtt_version=version,
-            releases=releases,
-        )
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if broker is None:
+            lake_root = Path(settings.lake)
+            embedded = EmbeddedBroker(
+                lake_root.parent / "broker",
+                allow_fallback=embedded_broker == "auto",
+                force_amqtt=embedded_broker == "amqtt",
+            ).start()
+            if embedded.kind == AMQTT_KIND:
+                click.secho(
+                    "mosquitto is not installed: using amqtt, an in-process Python broker, FOR THE DEMO ONLY "
+                    "(install mosquitto for anything else: sudo apt-get install mosquitto)",
+                    fg="yellow",
+                    err=True,
+                )
+            # amqtt answers an MQTT 5 CONNECT with silence: talk 3.1.1 to it.
+            version = "5" if embedded.supports_mqtt5 else "3.1.1"
+            settings = settings_from(
+                ctx,
+                lake=lake,
+                broker=embedded.url,
+                client_id="corridorhub-demo",
+                mqtt_version=version,
+                releases=releases,
+            )
+        if stop.is_set():
+            return
         with CatalogServer(settings, port=port) as catalog:
             click.echo(f"open {catalog.url} to see the catalog (the open datasets, in Japanese and English)")
-            fleet = _Fleet(devices, rate, seed, history * 60)
-            _run(settings, embedded, fleet, duration, summary_every, stop, publish_after)
+            _run(settings, embedded, fleet, summary_every, stop, publish_after)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if embedded is not None:
             embedded.stop()
-
-
-@dataclass(frozen=True)
-class _Fleet:
-    devices: int
-    rate: float
-    seed: int
-    history_s: float  # the part of the run sent at full speed before going live
-
-
-def _replay_then_live(
-    settings: Settings, fleet: _Fleet, duration: float | None, stop: threading.Event
-) -> None:
-    """Send the fleet's recent past as fast as the broker takes it, then go on in real time.
-
-    One simulation throughout (seq goes on increasing), so the live part is no redelivery of the past.
-    """
-    config = SimConfig(
-        devices=fleet.devices,
-        rate_hz=fleet.rate,
-        duration_s=fleet.history_s + (duration or MAX_DEMO_S),
-        seed=fleet.seed,
-        start=datetime.now(UTC) - timedelta(seconds=fleet.history_s),
-        faults=DEFAULT_FAULTS,
-    )
-    messages = _until(stop, generate(config))
-    first_live: list[SimMessage] = []
-
-    def past() -> Iterator[SimMessage]:
-        for message in messages:
-            if message.send_at >= fleet.history_s:
-                first_live.append(message)
-                return
-            yield message
-
-    def live() -> Iterator[SimMessage]:
-        for message in itertools.chain(first_live, messages):
-            yield replace(message, send_at=message.send_at - fleet.history_s)
-
-    address = BrokerAddress.parse(settings.broker)
-    client_id, protocol = "corridorhub-demo-fleet", settings.mqtt_version
-    if fleet.history_s > 0:
-        report = publish(past(), address, realtime=False, client_id=client_id, protocol=protocol)
-        minutes = f"{fleet.history_s / 60:g}"
-        click.echo(f"  sent the fleet's last {minutes} minutes at full speed: {report.messages:,} messages")
-    publish(live(), address, realtime=True, client_id=client_id, protocol=protocol)
 
 
 def _run(
     settings: Settings,
     embedded: EmbeddedBroker | None,
-    fleet: _Fleet,
-    duration: float | None,
+    fleet: DemoFleet,
     summary_every: float,
     stop: threading.Event,
     publish_after: float,
@@ -280,32 +279,45 @@ def _run(
     if not ingestor.ready.wait(60):
         stop.set()
     publish_errors: list[BaseException] = []
+    history = History(fleet)
 
     def _publish() -> None:
         try:
-            _replay_then_live(settings, fleet, duration, stop)
+            replay_then_live(settings, fleet, history, stop)
         except CorridorHubError as exc:
             publish_errors.append(exc)
             stop.set()
+
+    def committed() -> int:
+        with ingestor.counters.lock:
+            return ingestor.counters.messages_acked
 
     publisher = threading.Thread(target=_publish, name="fleet", daemon=True)
     publisher.start()
     started = time.monotonic()
     lake = Lake(settings.lake)
     next_summary = started + min(5.0, summary_every)
+    next_wait_line = started + publish_after
     published = False
     while not stop.is_set():
-        if duration is not None and time.monotonic() - started >= duration:
+        now = time.monotonic()
+        if fleet.live_s is not None and now - started >= fleet.live_s:
             break
         if not publisher.is_alive():
+            if fleet.live_s is None:
+                click.echo(f"the simulated fleet has played its {MAX_DURATION_S // 86_400} days: stopping")
             break
-        if not published and time.monotonic() - started >= publish_after:
-            publish_first_release(lake, settings, click.echo)
-            published = True
-            click.echo("reload the catalog page to see it")
+        if not published and now - started >= publish_after:
+            if history.landed(committed()):
+                publish_first_release(lake, settings, click.echo)
+                published = True
+                click.echo("reload the catalog page to see it")
+            elif now >= next_wait_line:
+                click.echo(history.waiting(committed()))
+                next_wait_line = now + summary_every
         if time.monotonic() >= next_summary:
             click.echo(f"after {time.monotonic() - started:.0f} s:\n{lake_summary(lake)}")
-            next_summary += summary_every
+            next_summary = max(next_summary + summary_every, time.monotonic() + summary_every / 2)
         stop.wait(0.2)
     stop.set()
     publisher.join(30)
@@ -325,6 +337,4 @@ def _run(
     if not published:
         publish_first_release(lake, settings, click.echo)
         click.echo(f"see it with: corridorhub serve --lake {settings.lake} --releases {settings.releases}")
-    click.echo(
-        f'try: corridorhub sql --lake {settings.lake} "SELECT device_id, count(*) FROM state GROUP BY 1"'
-    )
+    click.echo(_sql_hint(settings.lake))

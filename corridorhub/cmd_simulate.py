@@ -3,16 +3,86 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import TracebackType
 
 import click
 from tqdm import tqdm
 
 from corridorhub._options import broker_option, settings_from
-from corridorhub.simulator import JST, FaultRates, SimConfig, SimMessage, Simulation
+from corridorhub.simulator import JST, MAX_DURATION_S, FaultRates, SimConfig, SimMessage, Simulation
 from corridorhub.simulator.publish import publish
 from store.errors import CorridorHubError
+
+PROGRESS_LINE_EVERY_S = 10.0
+"""Without a terminal (a log, a pipe): seconds between progress lines on stderr."""
+
+
+class SendProgress:
+    """How far a run has got, for the person waiting on it: a bar on a terminal, otherwise one line on
+    stderr every ``every_s`` seconds (none at all for a shorter run).  Call it with each message sent."""
+
+    def __init__(
+        self,
+        duration_s: float,
+        *,
+        terminal: bool,
+        every_s: float = PROGRESS_LINE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = round(duration_s)
+        self.messages = 0
+        self._done = 0
+        self._clock = clock
+        self._every_s = every_s
+        self._next_line = clock() + every_s
+        self._bar: tqdm[None] | None = None
+        if terminal:
+            # A terminal that reports no size (a pty opened without one) would get no bar at all.
+            columns, rows = shutil.get_terminal_size()
+            self._bar = tqdm(
+                total=self.total,
+                desc="simulate",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} simulated s "
+                "[{elapsed}<{remaining}]",
+                file=sys.stderr,
+                ncols=min(columns, 100),
+                nrows=rows,
+                leave=False,
+            )
+
+    def __call__(self, message: SimMessage) -> None:
+        self.messages += 1
+        done = min(int(message.send_at), self.total)
+        if self._bar is not None:
+            if done > self._bar.n:
+                self._bar.update(done - self._bar.n)
+            return
+        self._done = done
+        if self._clock() >= self._next_line:
+            click.echo(self.line(), err=True)
+            self._next_line = self._clock() + self._every_s
+
+    def line(self) -> str:
+        """``simulate: 578 of 1800 simulated s sent (32%), 56,123 messages``."""
+        share = 100 * self._done / self.total if self.total else 100.0
+        return (
+            f"simulate: {self._done} of {self.total} simulated s sent ({share:.0f}%), "
+            f"{self.messages:,} messages"
+        )
+
+    def __enter__(self) -> SendProgress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _faults(_ctx: click.Context, _param: click.Parameter, value: str) -> FaultRates:
@@ -46,7 +116,7 @@ def _start(_ctx: click.Context, _param: click.Parameter, value: str | None) -> d
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(0, 30 * 86_400, min_open=True),
+    type=click.FloatRange(0, MAX_DURATION_S, min_open=True),
     default=60.0,
     show_default=True,
     help="Simulated seconds.",
@@ -121,13 +191,7 @@ def command(
             target = "nowhere (dry run)"
         else:
             settings = settings_from(ctx, broker=broker)
-            with tqdm(total=round(duration), unit="s", desc="simulate", disable=None, leave=False) as bar:
-
-                def progress(message: SimMessage) -> None:
-                    done = min(int(message.send_at), round(duration))
-                    if done > bar.n:
-                        bar.update(done - bar.n)
-
+            with SendProgress(duration, terminal=sys.stderr.isatty()) as progress:
                 report = publish(
                     simulation,
                     settings.broker_address,

@@ -8,6 +8,7 @@ it; ``publish`` sends them to a broker.  Same config, same bytes.
 from corridorhub.simulator.faults import DEFAULT_FAULTS, FAULT_NAMES, MALFORMED_KINDS, FaultRates
 from corridorhub.simulator.generate import (
     JST,
+    MAX_DURATION_S,
     SampleKey,
     SimConfig,
     SimMessage,
@@ -24,6 +25,7 @@ __all__ = [
     "FAULT_NAMES",
     "JST",
     "MALFORMED_KINDS",
+    "MAX_DURATION_S",
     "ROUTES",
     "FaultRates",
     "SampleKey",

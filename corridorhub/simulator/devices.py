@@ -58,16 +58,24 @@ class DeviceIdentity:
 
 
 def fleet_identities(count: int) -> list[tuple[DeviceIdentity, Fleet, Route]]:
-    """The first ``count`` devices of the simulated corridor fleet, in a fixed order."""
-    numbers: dict[str, int] = {}
+    """The first ``count`` devices of the simulated corridor fleet, in a fixed order.
+
+    A device is (operator, device_id) by contract, but the simulated ids are unique across the whole
+    fleet (two operators run shuttles: ``shuttle-001`` is one of them only), so that counting distinct
+    ``device_id`` gives the number of devices, as a newcomer expects.
+    """
+    per_operator: dict[str, int] = {}
+    per_prefix: dict[str, int] = {}
     out = []
     for i in range(count):
         fleet = FLEETS[FLEET_PATTERN[i % len(FLEET_PATTERN)]]
-        number = numbers.get(fleet.operator, 0) + 1
-        numbers[fleet.operator] = number
+        number = per_operator.get(fleet.operator, 0) + 1  # picks the route among the operator's
+        per_operator[fleet.operator] = number
+        serial = per_prefix.get(fleet.id_prefix, 0) + 1
+        per_prefix[fleet.id_prefix] = serial
         identity = DeviceIdentity(
             operator=fleet.operator,
-            device_id=f"{fleet.id_prefix}-{number:03d}",
+            device_id=f"{fleet.id_prefix}-{serial:03d}",
             device_type=fleet.device_type,
             ts_format="rfc3339" if i % 2 else "epoch_ms",
             cell_id_as_int=i % 3 == 0,

@@ -29,6 +29,8 @@ from store.schema import MAX_BATCH_SAMPLES
 
 JST = timezone(timedelta(hours=9), "JST")
 SampleKey = tuple[str, str, str, int]  # (operator, device_id, stream, seq)
+MAX_DURATION_S = 30 * 86_400
+"""The longest run the simulator plays (30 days): ``SimConfig.duration_s`` is checked against it."""
 
 _LATE_S = (60.0, 300.0)
 _DUPLICATE_AFTER_S = (1.0, 30.0)
@@ -51,7 +53,7 @@ class SimConfig:
             raise ConfigError(f"Simulator 'devices' must be between 1 and 100000, got {self.devices}")
         if not 0 < self.rate_hz <= 1000:
             raise ConfigError(f"Simulator 'rate' must be above 0 and at most 1000 Hz, got {self.rate_hz}")
-        if not 0 < self.duration_s <= 30 * 86_400:
+        if not 0 < self.duration_s <= MAX_DURATION_S:
             raise ConfigError(
                 f"Simulator 'duration' must be above 0 and at most 30 days, got {self.duration_s}"
             )

@@ -8,20 +8,29 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pyarrow.dataset as ds
 import pytest
+from click.testing import CliRunner
+from deltalake import DeltaTable
 
+from corridorhub.cli import cli
+from corridorhub.simulator import DEFAULT_FAULTS, SampleKey, SimConfig, generate
 from store.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "corridorhub", "demo", "--duration", "6", "--summary-every", "2", *args]
-    cmd += ["--port", "0"]
+def _demo_args(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "corridorhub", "demo", *args, "--port", "0"]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def _demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _demo_args(cwd, "--duration", "6", "--summary-every", "2", *args)
 
 
 def _free_port() -> int:
@@ -44,7 +53,17 @@ def test_demo_runs_the_capture_path_and_summarises_the_lake(tmp_path: Path, kind
     (rows,) = con.execute("SELECT count(*) FROM state").fetchone()
     devices = con.execute("SELECT count(DISTINCT (operator, device_id)) FROM state").fetchone()[0]
     assert rows > 0 and devices == 4
-    assert f"state {rows:,} rows" in out.split("the lake now holds:")[1]
+    final = out.split("the lake now holds:")[1]
+    assert f"4 devices · state {rows:,} rows" in final
+    assert "autonomous mode in" in final and "% of state samples (stops included)" in final
+    # The quarantine line: its total, the most frequent few reasons by name, and how many more there are.
+    reasons = con.execute(
+        "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC, 1"
+    ).fetchall()
+    line = next(ln.strip() for ln in final.splitlines() if ln.strip().startswith("quarantine"))
+    total, shown = line.removeprefix("quarantine ").removesuffix(")").split(" (")
+    assert total == f"{sum(n for _, n in reasons):,}" and len(reasons) > 3
+    assert shown.split(", ") == [*(f"{r} {n:,}" for r, n in reasons[:3]), f"{len(reasons) - 3} more reasons"]
 
 
 def test_demo_refuses_a_bad_broker_url_in_one_line(tmp_path: Path) -> None:
@@ -93,3 +112,47 @@ def test_demo_publishes_a_first_release_and_serves_it_on_the_catalog_page(tmp_pa
         assert dataset["title"]["ja"] in page.text
         assert f"/v1/datasets/{dataset['id']}/releases/{version}/manifest.json" in page.text
     assert "stopped after" in rest
+
+
+def _history_state_rows(devices: int, history_s: float) -> int:
+    """State samples the demo's fleet sends for its replayed history (first deliveries): the simulator's."""
+    config = SimConfig(devices, 1.0, history_s + 60, 0, datetime.now(UTC), faults=DEFAULT_FAULTS)
+    keys: set[SampleKey] = set()
+    for message in generate(config):
+        if message.send_at >= history_s:
+            break
+        if not message.duplicate and message.stream == "state":
+            keys.update(message.valid_keys)
+    return len(keys)
+
+
+def test_the_first_release_waits_until_the_replayed_history_is_in_the_lake(tmp_path: Path) -> None:
+    """With --publish-after 0 the release is due at once, but the history is still on its way: the demo says
+    what it waits for, and the release reads a lake that holds every state sample of the history."""
+    done = _demo(tmp_path, "--devices", "4", "--history", "2", "--publish-after", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "the first release waits for" in out and "the fleet's last 2 minutes" in out
+    assert out.index("the first release waits for") < out.index("publishing a first open-data release")
+    releases = tmp_path / "data" / "releases"
+    version = json.loads((releases / "fleet-activity" / "latest").read_text())["version"]
+    provenance = json.loads((releases / "fleet-activity" / version / "provenance.json").read_text())
+    lake = Lake(tmp_path / "data" / "lake")
+    state = DeltaTable(lake.table_uri("state"), version=provenance["source_versions"]["state"])
+    read = ds.dataset(state.file_uris(), format="parquet").count_rows()
+    assert read >= _history_state_rows(4, 120.0) > 0
+
+
+def test_demo_refuses_a_run_longer_than_the_simulator_plays(tmp_path: Path) -> None:
+    done = _demo_args(tmp_path, "--duration", str(30 * 86_400), "--history", "30")
+    assert done.returncode == 2
+    assert "--duration plus --history must be at most 30 days" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_help_says_that_without_broker_it_starts_its_own() -> None:
+    result = CliRunner().invoke(cli, ["demo", "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    broker_help = " ".join(result.output.split("--broker", 1)[1].split("--lake", 1)[0].split())
+    assert "the demo starts an embedded broker" in broker_help
+    assert "1883" not in broker_help

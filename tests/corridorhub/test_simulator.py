@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
+import pty
 import re
 import socket
+import struct
 import subprocess
+import sys
+import termios
 import threading
 import time
 from collections import Counter, defaultdict
@@ -21,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from corridorhub.cmd_simulate import command
+from corridorhub.cmd_simulate import SendProgress, command
 from corridorhub.simulator import (
     CORRIDOR_BBOX,
     DEFAULT_FAULTS,
@@ -151,6 +157,17 @@ def test_messages_come_in_send_order_within_the_run() -> None:
     times = [m.send_at for m in messages]
     assert times == sorted(times)
     assert times[0] >= 0 and times[-1] <= 60.0
+
+
+def test_device_ids_are_unique_across_the_fleet() -> None:
+    """A device is (operator, device_id), but two operators run shuttles: each id names one device, so that
+    counting distinct ids counts devices."""
+    topics = {m.topic for m in run(devices=60, duration_s=2.0)}
+    devices = {tuple(t.split("/")[1:3]) for t in topics if TOPIC.fullmatch(t)}
+    assert len(devices) == 60
+    assert len({device_id for _, device_id in devices}) == 60
+    shuttles = {(operator, d) for operator, d in devices if d.startswith("shuttle-")}
+    assert len({operator for operator, _ in shuttles}) == 2  # the case where ids used to repeat
 
 
 # -- plausible data within the contract ------------------------------------------------------------
@@ -548,3 +565,59 @@ def test_summary_counts_match_the_messages() -> None:
     assert stats.messages == len(messages)
     assert stats.valid_samples == len(expected_rows(messages))
     assert json.dumps(dict(stats.samples))
+
+
+def _on_a_terminal(args: list[str], cwd: Path, size: tuple[int, int]) -> tuple[int, str]:
+    """Run ``args`` on a pseudo-terminal of ``size`` (rows, columns); its exit code and all it printed."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+    process = subprocess.Popen(args, cwd=cwd, stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return process.wait(60), b"".join(chunks).decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("size", [(30, 100), (0, 0)], ids=["30x100", "a terminal that reports no size"])
+def test_simulate_shows_a_progress_bar_on_a_terminal(
+    mosquitto: BrokerAddress, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "corridorhub",
+        "simulate",
+        "--broker",
+        f"mqtt://{mosquitto.host}:{mosquitto.port}",
+    ]
+    args += ["--devices", "20", "--duration", "300", "--fast", "--start", START.isoformat()]
+    code, out = _on_a_terminal(args, tmp_path, size)
+    assert code == 0, out
+    frames = [frame for frame in re.split(r"[\r\n]", out) if "simulated s" in frame]
+    assert frames and frames[0].startswith("simulate:") and frames[-1].rstrip().endswith("]")
+    assert re.search(r"\| *\d+/300 simulated s \[", frames[-1])
+    assert "messages (" in out and "valid samples:" in out
+
+
+def test_without_a_terminal_progress_is_a_line_every_few_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    clock = [0.0]
+    progress = SendProgress(600, terminal=False, every_s=10, clock=lambda: clock[0])
+    messages = run(devices=2, rate_hz=1.0, duration_s=600)
+    with progress:
+        for message in messages:
+            clock[0] = message.send_at / 20  # a run that takes 30 s
+            progress(message)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2  # at 10 s and 20 s: none before the first 10 s, none for the last few
+    assert lines[0].startswith("simulate: 200 of 600 simulated s sent (33%), ")
+    assert all(
+        re.fullmatch(r"simulate: \d+ of 600 simulated s sent \(\d+%\), [\d,]+ messages", ln) for ln in lines
+    )
