@@ -9,31 +9,33 @@ update, a swapped modem), or one that sent the same seq twice.  It is kept.  Com
 with the same identity, so both layers follow one rule.
 
 **Counter runs.**  A device's seq values form *runs*: one run from the counter's (re)start until the next
-restart.  Each run remembers the ts of its last ``window`` seq values, in a ring indexed by seq (that is
-what tells a redelivery from a reused seq, exactly).  A non-duplicate sample joins the run that was
-current at its ts (the latest run that began at or before it), when it fits there: a seq above the run's
-highest extends it; a seq in a gap of the run fills the gap (below the run's lowest seq only if it is
-also older than that sample).  Else it may be one of the first samples of the next run, arriving after
-that run's later ones.  A sample that fits nowhere (its seq is already held with another ts, or it is
-below the run's start but newer) means the counter restarted: it begins a new run.  Redeliveries
-of any remembered run are recognised, however runs and redeliveries interleave.
+restart.  Each run remembers the ts of its last ``window`` seq values, in a ring indexed by seq: that is
+what tells a redelivery from a reused seq, exactly.  The next seq of the run used last continues it (the
+usual case).  Otherwise a new sample can belong to each run where its seq is above the run's highest or
+in one of its gaps (below the run's lowest only if it was also taken before that sample); of those it
+joins the nearest: the seq values it skips there, plus up to ``IDLE_PENALTY`` for a run that has been
+idle (a seq that happens to suit an idle run is a coincidence), then the run used last.  Device clocks
+are not trusted for this choice: they skew.  A sample that can belong to no run (its seq is already held
+with another ts, or it lies below a run's start but is newer) means the counter restarted: it begins a
+new run.  Redeliveries of every remembered run are recognised, however runs and redeliveries interleave.
 
 **Gaps.**  ``missing`` is, per run, the seq values between its lowest and highest seen that have not (yet)
-arrived; a late sample fills its gap.  The exact count assumes that a device's clock moves forward
-across a restart; a sample whose clock is off by more than the time since the restart may be counted
-against the earlier run (it is still kept).
+arrived; a late sample fills its gap.  Where a run overtakes another run's highest seq, a sample lost or
+reordered right there can be counted against the other run, so the total may be off by one or two per
+restart; every sample is kept either way.
 
 **Memory is bounded.**  A ring grows with its run up to ``window`` slots of 8 bytes (128 KiB for the
-default 16,384); a track keeps ``MAX_RUNS`` runs and folds older ones into its totals.  Samples without
-seq remember their ts for ``ts_window_us``.  A redelivery older than what is remembered slips through and
-``corridorhub compact`` removes it.  Written here rather than taken from a library: the rule (seq and ts,
-runs, gaps) is ours, and a per-sample Python set would cost hundreds of MB at corridor rates.
+default 16,384); a track keeps at most ``MAX_RUNS`` runs and ``2 * window`` slots in all, and folds the
+least recently used runs into its totals (a late sample older than every run it remembers is counted there
+too).  Samples without seq remember their ts for ``ts_window_us``.  A redelivery older than what is
+remembered slips through and ``corridorhub compact`` removes it.  Written here rather than taken from a
+library: the rule (seq and ts, runs, gaps) is ours, and a per-sample Python set would cost hundreds of MB
+at corridor rates.
 """
 
 from __future__ import annotations
 
 from array import array
-from bisect import insort
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +43,8 @@ import pyarrow as pa
 
 DEFAULT_WINDOW = 16_384
 DEFAULT_TS_WINDOW_US = 600_000_000  # ten minutes
-MAX_RUNS = 4  # counter runs remembered per device and stream
+IDLE_PENALTY = 2  # seq values of distance charged for each sample a run sat idle (at most)
+MAX_RUNS = 16  # counter runs remembered per device and stream, within 2 x window slots in all
 _EMPTY = -(2**63)  # a ring slot that holds no sample
 _FIRST_SLOTS = 64
 
@@ -59,6 +62,7 @@ class CounterRun:
     first_ts: int = 0  # earliest ts in the run
     accepted: int = 0  # distinct seq values accepted and remembered
     too_old: int = 0  # accepted below the remembered window (left to compaction)
+    last_used: int = 0  # the track's arrival count when this run last took a sample
 
     def __post_init__(self) -> None:
         self.slots = array("q", [_EMPTY]) * min(_FIRST_SLOTS, self.window)
@@ -77,15 +81,18 @@ class CounterRun:
         """True when exactly this sample (seq and ts) was accepted before: a redelivery."""
         return self._remembered(seq) and self.slots[seq % len(self.slots)] == ts
 
-    def fits(self, seq: int, ts: int) -> bool:
-        """Whether a new sample (not a redelivery) belongs to this run rather than to a restarted counter."""
-        if self.low is None or seq > self.high:
-            return True
+    def distance(self, seq: int, ts: int) -> int | None:
+        """How far a new sample (not a redelivery) lies from this run in seq: 0 for the next seq or a gap
+        it fills, more for a jump; None when it cannot belong here (a restarted counter)."""
+        assert self.low is not None
+        if seq > self.high:
+            return seq - self.high - 1
         if seq < self.low:
-            return ts <= self.ts_low  # below the run's start only if it was also taken before it
+            # below the run's start only if it was also taken before it
+            return self.low - seq - 1 if ts <= self.ts_low else None
         if self._remembered(seq):
-            return self.slots[seq % len(self.slots)] == _EMPTY  # a gap, not a seq already taken
-        return ts <= self.ts_high  # older than the ring: a late sample only if taken before the newest
+            return 0 if self.slots[seq % len(self.slots)] == _EMPTY else None  # a gap, or a seq taken
+        return 0 if ts <= self.ts_high else None  # older than the ring: late only if taken before the newest
 
     def add(self, seq: int, ts: int) -> None:
         if self.low is None:
@@ -118,6 +125,8 @@ class CounterRun:
         self.high = seq
         self.ts_high = ts
         self.accepted += 1
+        if ts < self.first_ts:
+            self.first_ts = ts
 
     def _grow(self, span: int) -> None:
         """Widen the ring (doubling, up to ``window``) so that it covers ``span`` seq values."""
@@ -149,10 +158,12 @@ class SeqTrack:
     """What one device's stream has delivered so far: its counter runs, newest last."""
 
     window: int
-    runs: list[CounterRun] = field(default_factory=list)  # ordered by first_ts
+    runs: list[CounterRun] = field(default_factory=list)  # the run used last at the end
     restarts: int = 0  # counter restarts seen
-    folded_missing: int = 0  # gaps of runs no longer remembered
-    folded_samples: int = 0  # samples of runs no longer remembered
+    arrivals: int = 0  # samples with seq accepted
+    folded_runs: int = 0  # runs no longer remembered
+    folded_missing: int = 0  # their gaps
+    folded_samples: int = 0  # their samples
     seqless: int = 0  # samples without seq accepted
     ts_seen: dict[int, None] = field(default_factory=dict)  # ts of samples without seq, oldest first
     last_seen_us: int = 0
@@ -168,7 +179,7 @@ class SeqTrack:
 
     @property
     def current(self) -> CounterRun | None:
-        """The run begun last (the counter as the device has it now)."""
+        """The run used last (the counter as the device has it now)."""
         return self.runs[-1] if self.runs else None
 
     def add_seq(self, seq: int, ts: int) -> bool:
@@ -176,36 +187,46 @@ class SeqTrack:
         runs = self.runs
         if runs:
             newest = runs[-1]
-            # The usual case: the next sample of the current run, in order, and no copy of an earlier run.
-            if (
-                seq == newest.high + 1
-                and ts >= newest.first_ts
-                and (len(runs) == 1 or not any(run.holds(seq, ts) for run in runs[:-1]))
+            # The usual case: the next seq of the run used last, and no copy of a sample of another run.
+            if seq == newest.high + 1 and (
+                len(runs) == 1 or not any(run.holds(seq, ts) for run in runs[:-1])
             ):
                 newest.add_next(seq, ts)
+                self.arrivals += 1
+                newest.last_used = self.arrivals
                 return True
         for run in runs:
             if run.holds(seq, ts):
                 return False
-        # The run current at the sample's time (the latest that began at or before it, else the first),
-        # or the start of the next one (a run's first samples can arrive after its later ones).
-        at = 0
+        # Of the runs it can belong to, the nearest: the seq values it skips, plus a little for each
+        # sample since the run last took one (a seq that happens to suit an idle run is a coincidence);
+        # then the run used last.  None: a restart.  Device clocks are not trusted here (they skew).
+        best: tuple[int, int] | None = None
         for i, run in enumerate(runs):
-            if run.first_ts <= ts:
-                at = i
-        for run in runs[at : at + 2]:
-            if run.fits(seq, ts):
-                run.add(seq, ts)
-                return True
-        if runs:
-            self.restarts += 1
-        run = CounterRun(self.window)
+            distance = run.distance(seq, ts)
+            if distance is not None:
+                rank = (distance + min(self.arrivals - run.last_used, IDLE_PENALTY), -i)
+                if best is None or rank < best:
+                    best = rank
+        if best is not None:
+            run = runs.pop(-best[1])
+            runs.append(run)  # most recently used last
+        elif self.folded_runs and ts < min(r.first_ts for r in runs):
+            self.folded_samples += 1  # older than every run remembered: late, from a run folded away
+            return True
+        else:
+            if runs:
+                self.restarts += 1
+            run = CounterRun(self.window)
+            runs.append(run)
+            while len(runs) > MAX_RUNS or sum(len(r.slots) for r in runs) > 2 * self.window:
+                oldest = runs.pop(0)  # the least recently used
+                self.folded_runs += 1
+                self.folded_missing += oldest.missing
+                self.folded_samples += oldest.accepted + oldest.too_old
         run.add(seq, ts)
-        insort(runs, run, key=lambda r: r.first_ts)
-        if len(runs) > MAX_RUNS:
-            oldest = runs.pop(0)
-            self.folded_missing += oldest.missing
-            self.folded_samples += oldest.accepted + oldest.too_old
+        self.arrivals += 1
+        run.last_used = self.arrivals
         return True
 
     def add_ts(self, ts_us: int, window_us: int) -> bool:

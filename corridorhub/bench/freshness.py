@@ -113,7 +113,7 @@ def measure_freshness(
     def on_sent(message: SimMessage) -> None:
         nonlocal count
         now = time.monotonic()
-        for operator, device, stream, seq in message.valid_keys:
+        for operator, device, stream, seq, _ts in message.valid_keys:
             sent[(operator, device, stream)].append((seq, now))
             count += 1
         if progress is not None:

@@ -89,7 +89,7 @@ def _seq_span(base: list[SimMessage]) -> dict[_KeyBase, int]:
     """Per device and stream, one more than the highest seq of the base run."""
     span: dict[_KeyBase, int] = {}
     for message in base:
-        for operator, device, stream, seq in message.valid_keys:
+        for operator, device, stream, seq, _ts in message.valid_keys:
             key = (operator, device, stream)
             span[key] = max(span.get(key, 0), seq + 1)
     return span
@@ -100,12 +100,12 @@ def _repeat(base: list[SimMessage], span: dict[_KeyBase, int], repeat: int) -> I
         if not message.valid_keys:
             yield message
             continue
-        operator, device, stream, _ = message.valid_keys[0]
+        operator, device, stream, _, _ = message.valid_keys[0]
         shift = span[(operator, device, stream)] * repeat
         decoded = orjson.loads(message.payload)
         for sample in decoded if isinstance(decoded, list) else (decoded,):
             sample["seq"] += shift
-        keys = tuple((o, d, s, seq + shift) for o, d, s, seq in message.valid_keys)
+        keys = tuple((o, d, s, seq + shift, ts) for o, d, s, seq, ts in message.valid_keys)
         yield SimMessage(
             message.topic,
             orjson.dumps(decoded),

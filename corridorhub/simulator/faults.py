@@ -14,6 +14,9 @@ Faults and what ingest must make of them:
                valid sample.
 ``gap``        (per sample) the sample is never sent; its ``seq`` is skipped, which the hub's loss
                accounting must see.
+``restart``    (per device and state tick) the device reboots: every ``seq`` counter starts again from 0
+               while its clock goes on, so seq values repeat with new timestamps.  The hub must keep
+               every sample and count the restart, not a gap or a pile of duplicates.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import orjson
 from store.errors import ConfigError
 from store.schema import MAX_BATCH_SAMPLES, MAX_DETAIL_BYTES
 
-FAULT_NAMES: tuple[str, ...] = ("malformed", "duplicate", "reorder", "late", "skew", "gap")
+FAULT_NAMES: tuple[str, ...] = ("malformed", "duplicate", "reorder", "late", "skew", "gap", "restart")
 
 # Oversized payloads exceed the default size limit (1 MiB) by 4 KiB.
 OVERSIZED_BYTES = 2**20 + 4096
@@ -43,6 +46,7 @@ class FaultRates:
     late: float = 0.0
     skew: float = 0.0
     gap: float = 0.0
+    restart: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -88,7 +92,9 @@ def _as_dict(rates: FaultRates) -> dict[str, float]:
     return {f.name: getattr(rates, f.name) for f in fields(rates)}
 
 
-DEFAULT_FAULTS = FaultRates(malformed=0.005, duplicate=0.01, reorder=0.01, late=0.002, skew=0.01, gap=0.005)
+DEFAULT_FAULTS = FaultRates(
+    malformed=0.005, duplicate=0.01, reorder=0.01, late=0.002, skew=0.01, gap=0.005, restart=0.0005
+)
 
 # Malformed kinds and the quarantine reason each must get.  Sample-level kinds are one bad sample: a
 # message of its own in single mode, or (batch mode) an extra element of a good batch, quarantined alone.

@@ -3,7 +3,7 @@
 Every device reports ``state`` at the configured rate, ``network`` every ``network_every`` state
 samples, and ``event`` whenever something happens.  Device ``i`` reports at ``k / rate + i / (N * rate)``
 seconds after the start, so the fleet's messages are spread evenly over each tick.  ``seq`` counts
-from 0 per device and stream.
+from 0 per device and stream (and again from 0 after a ``restart`` fault).
 
 Same config, same bytes: devices draw from their own seeded ``random.Random`` and faults from another,
 so a device's trajectory does not change when faults are switched on.  Time comes only from
@@ -28,7 +28,9 @@ from store.errors import ConfigError
 from store.schema import MAX_BATCH_SAMPLES
 
 JST = timezone(timedelta(hours=9), "JST")
-SampleKey = tuple[str, str, str, int]  # (operator, device_id, stream, seq)
+SampleKey = tuple[str, str, str, int, int]
+"""(operator, device_id, stream, seq, ts in epoch milliseconds): what identifies one sample, a reused seq
+after a device restart included (``store.schema.SAMPLE_IDENTITY``)."""
 MAX_DURATION_S = 30 * 86_400
 """The longest run the simulator plays (30 days): ``SimConfig.duration_s`` is checked against it."""
 
@@ -117,6 +119,15 @@ class SimStats:
     quarantined: Counter[str] = field(default_factory=Counter)  # expected quarantine records by reason
     faults: Counter[str] = field(default_factory=Counter)  # injected faults by kind
     gaps: list[SampleKey] = field(default_factory=list)  # samples never sent
+    restarts: list[tuple[str, str, float]] = field(default_factory=list)  # (operator, device_id, t) reboots
+    # per device and stream, each run of its counter as [lowest seq sent, highest seq sent, samples sent]
+    seq_runs: dict[tuple[str, str, str], list[list[int]]] = field(default_factory=dict)
+
+    @property
+    def seq_gaps(self) -> int:
+        """The seq values a hub can see missing: per run of a counter, those between the lowest and the
+        highest sent that were never sent."""
+        return sum(high - low + 1 - n for runs in self.seq_runs.values() for low, high, n in runs)
 
     @property
     def valid_samples(self) -> int:
@@ -162,6 +173,8 @@ class Simulation:
             for i, device in enumerate(devices):
                 t = (tick + i / count) * dt
                 events = device.advance(dt) if tick else []
+                if tick and config.faults.restart > 0 and self._faults.random() < config.faults.restart:
+                    self._restart(device, t)
                 yield from self._sample(i, device, "state", t, device.state_sample)
                 if (tick + i) % every == 0:
                     sample, comms = device.network_sample(0, 0)
@@ -187,13 +200,18 @@ class Simulation:
         if extra:
             sample.update(extra)
         identity = device.identity
-        key = (identity.operator, identity.device_id, stream, seq)
+        key = (identity.operator, identity.device_id, stream, seq, ts_ms)
         if rates.gap > 0 and self._faults.random() < rates.gap:
             self.stats.gaps.append(key)
             self.stats.faults["gap"] += 1
             return
         if skewed:
             self.stats.faults["skew"] += 1
+        runs = self.stats.seq_runs.setdefault(key[:3], [])
+        if not runs or seq <= runs[-1][1]:  # the first sample sent, or the first after a restart
+            runs.append([seq, seq, 0])
+        runs[-1][1] = seq
+        runs[-1][2] += 1
         if self.config.batch == 1:
             message = SimMessage(
                 identity.topic(stream), orjson.dumps(sample), t, (key,), faults=("skew",) if skewed else ()
@@ -208,6 +226,12 @@ class Simulation:
             del self._buffers[(index, stream)]
             yield from self._dispatch(self._batch_message(identity.topic(stream), buffer, t), (index, stream),
                                       buffer.samples, device)  # fmt: skip
+
+    def _restart(self, device: Device, t: float) -> None:
+        """The device reboots: its counters start again from 0; its clock goes on."""
+        device.seq = dict.fromkeys(device.seq, 0)
+        self.stats.faults["restart"] += 1
+        self.stats.restarts.append((device.identity.operator, device.identity.device_id, t))
 
     def _batch_message(self, topic: str, buffer: _Buffer, t: float) -> SimMessage:
         n = len(buffer.samples)

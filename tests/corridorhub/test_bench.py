@@ -82,7 +82,7 @@ def test_workload_repeats_the_fleet_with_fresh_gap_free_seq(batch: int) -> None:
     assert len(keys) == len(set(keys)) == load.rows
     assert all(len(m.valid_keys) == batch for m in load.messages)
     per_stream: dict[tuple[str, str, str], list[int]] = {}
-    for operator, device, stream, seq in keys:
+    for operator, device, stream, seq, _ts in keys:
         per_stream.setdefault((operator, device, stream), []).append(seq)
     for seqs in per_stream.values():
         assert seqs == list(range(len(seqs)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import itertools
 import json
 import os
 import pty
@@ -268,7 +269,7 @@ def test_seq_increases_per_device_and_stream_among_undisturbed_messages() -> Non
     for m in messages:
         if m.duplicate or {"late", "reorder"} & set(m.faults):
             continue
-        for operator, device_id, stream, seq in m.valid_keys:
+        for operator, device_id, stream, seq, _ts in m.valid_keys:
             key = (operator, device_id, stream)
             assert seq > last.get(key, -1)
             last[key] = seq
@@ -621,3 +622,24 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(capsys: pytest.
     assert all(
         re.fullmatch(r"simulate: \d+ of 600 simulated s sent \(\d+%\), [\d,]+ messages", ln) for ln in lines
     )
+
+
+# -- device restarts -------------------------------------------------------------------------------
+def test_a_restart_starts_every_counter_of_the_device_again_with_later_timestamps() -> None:
+    simulation = Simulation(SimConfig(6, 2.0, 300.0, 5, START, faults=FaultRates(restart=0.01)))
+    messages = list(simulation)
+    stats = simulation.stats
+    assert len(stats.restarts) == stats.faults["restart"] >= 5
+    per_stream: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for m in messages:
+        for operator, device_id, stream, seq, ts in m.valid_keys:
+            per_stream[(operator, device_id, stream)].append((ts, seq))
+    reused = 0
+    for key, samples in per_stream.items():
+        seqs = [seq for _, seq in sorted(samples)]  # in time order
+        reused += len(seqs) - len(set(seqs))
+        assert all(b in (a + 1, 0) for a, b in itertools.pairwise(seqs)), "a counter goes on or back to 0"
+        assert len(stats.seq_runs[key]) == 1 + sum(1 for a, b in itertools.pairwise(seqs) if b <= a)
+    assert reused > 100  # seq values repeat, with new timestamps
+    assert len(expected_rows(messages)) == stats.valid_samples  # every sample still distinct
+    assert stats.seq_gaps == 0

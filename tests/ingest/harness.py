@@ -93,12 +93,13 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
 
 
 def lake_keys(lake: Path) -> Counter[SampleKey]:
-    """(operator, device_id, stream, seq) of every row in the lake's current snapshots, with counts."""
+    """(operator, device_id, stream, seq, ts in ms) of every row in the lake's snapshots, with counts."""
     con = Lake(lake).connect()
     keys: Counter[SampleKey] = Counter()
     for stream in STREAMS:
-        for operator, device, seq in con.execute(f"SELECT operator, device_id, seq FROM {stream}").fetchall():
-            keys[(operator, device, stream, seq)] += 1
+        rows = con.execute(f"SELECT operator, device_id, seq, epoch_ms(ts) FROM {stream}").fetchall()
+        for operator, device, seq, ts in rows:
+            keys[(operator, device, stream, seq, ts)] += 1
     con.close()
     return keys
 

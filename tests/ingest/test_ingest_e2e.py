@@ -78,11 +78,11 @@ def test_status_file_reports_counts_and_seq_gaps(broker: EmbeddedBroker, lake_di
     # Gaps the simulator made are the gaps ingest counted (none of them filled later).
     sent = expected_rows(messages)
     per_stream: Counter = Counter()
-    for operator, device, stream, _seq in sent:
+    for operator, device, stream, _seq, _ts in sent:
         per_stream[(operator, device, stream)] += 1
     expected_missing = 0
     for (operator, device, stream), n in per_stream.items():
-        seqs = [s for (o, d, st, s) in sent if (o, d, st) == (operator, device, stream)]
+        seqs = [s for (o, d, st, s, _) in sent if (o, d, st) == (operator, device, stream)]
         expected_missing += max(seqs) - min(seqs) + 1 - n
     assert expected_missing > 0
     assert status["seq_missing_total"] == expected_missing
