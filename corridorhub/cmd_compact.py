@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -36,12 +37,23 @@ def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> No
     if not target.exists():
         raise LakeError(f"No lake at {target.root}: run ingest first, or point --lake at an existing lake")
     chosen = tables or (*STREAMS, QUARANTINE)
-    with tqdm(total=0, unit="partition", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+    # compact() logs each table's outcome at INFO for servers (POST /v1/compact); here the report below
+    # says the same on stdout, so those lines would show every table twice.  Warnings still show, and
+    # --log-level DEBUG shows everything.
+    library_log = logging.getLogger(compact.__module__)
+    quiet = library_log.getEffectiveLevel() > logging.DEBUG
+    previous_level = library_log.level
+    if quiet:
+        library_log.setLevel(logging.WARNING)
+    try:
+        with tqdm(total=0, unit="partition", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
 
-        def progress(done: int, total: int, label: str) -> None:
-            bar.total = total
-            bar.set_description(label)
-            bar.update(done - bar.n)
+            def progress(done: int, total: int, label: str) -> None:
+                bar.total = total
+                bar.set_description(label)
+                bar.update(done - bar.n)
 
-        report = compact(target, chosen, progress)
+            report = compact(target, chosen, progress)
+    finally:
+        library_log.setLevel(previous_level)
     click.echo(report.describe())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,6 +123,22 @@ def test_compact_command_removes_the_duplicate(lake_path):
     assert json.loads(
         run("sql", "SELECT count(*) AS n FROM state", "--lake", lake_path, "--format", "json").output
     ) == [{"n": 3}]
+
+
+def test_compact_names_each_table_once(lake_path, tmp_path):
+    """On a terminal stdout and the log both land on the screen: each table is reported once, not twice."""
+    done = subprocess.run(
+        [sys.executable, "-m", "corridorhub", "compact", "--lake", lake_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    screen = done.stdout + done.stderr
+    for table in ("state", "event", "network", "quarantine"):
+        assert len(re.findall(rf"\b{table}: \d+ -> \d+ files", screen)) == 1, screen
+    assert "total: 3 -> 1 files, 1 duplicates removed" in done.stdout
 
 
 def test_compact_nonexistent_lake(tmp_path):
