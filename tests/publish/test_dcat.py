@@ -35,7 +35,8 @@ BASE = "https://corridorhub.example.jp"
 def shapes() -> Graph:
     if not SHAPES.is_file():
         pytest.fail(
-            f"The DCAT-AP 3.0.1 SHACL shapes are missing: expected {SHAPES} (see tests/publish/data/README.md)",
+            f"The DCAT-AP 3.0.1 SHACL shapes are missing: expected {SHAPES}"
+            " (see tests/publish/data/README.md)",
             pytrace=False,
         )
     return Graph().parse(SHAPES, format="turtle")
