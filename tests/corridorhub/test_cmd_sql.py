@@ -17,7 +17,11 @@ from click.testing import CliRunner
 
 from corridorhub.cli import cli
 from store.lake import Lake
+from store.query import analyst_relations, analyst_sandbox
+from store.sandbox import SandboxLimits
 from store.schema import SCHEMAS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -144,6 +148,19 @@ def test_compact_names_each_table_once(lake_path, tmp_path):
 def test_compact_nonexistent_lake(tmp_path):
     result = CliRunner().invoke(cli, ["compact", "--lake", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "No lake at" in result.output
+
+
+def test_help_and_docs_name_every_table_and_view_the_sandbox_serves(lake_path):
+    with analyst_sandbox(Lake(lake_path), SandboxLimits()) as sandbox:
+        served = sandbox.relations
+    declared = {name for names in analyst_relations().values() for name in names}
+    assert declared == served
+    assert {"trips", "device_day", "zones", "zone_edges"} <= served
+    help_words = set(re.findall(r"[a-z_0-9]+", run("sql", "--help").output))
+    docs = (ROOT / "docs" / "VIEWS.md").read_text() + (ROOT / "docs" / "DATA_CONTRACT.md").read_text()
+    for name in sorted(served):
+        assert name in help_words, f"sql --help does not name {name}"
+        assert f"`{name}`" in docs, f"no document describes {name}"
 
 
 def test_help_documents_formats():
