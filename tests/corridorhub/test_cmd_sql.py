@@ -106,12 +106,23 @@ def test_empty_table_query(lake_path):
         ("   ", "Empty SQL"),
     ],
 )
-def test_errors_are_one_line_and_exit_1(lake_path, statement, message):
+def test_errors_say_what_went_wrong_first_and_exit_1(lake_path, statement, message):
     result = CliRunner().invoke(cli, ["sql", statement, "--lake", lake_path])
     assert result.exit_code == 1
-    assert message in result.output
+    assert result.output.startswith("Error: ") and message in result.output.splitlines()[0]
     assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_errors_keep_duckdbs_hint_and_the_caret(lake_path):
+    result = CliRunner().invoke(cli, ["sql", "SELECT device_id, speed FROM state", "--lake", lake_path])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        'Error: Binder Error: Referenced column "speed" not found in FROM clause!',
+        result.output.splitlines()[1],
+        "LINE 1: SELECT device_id, speed FROM state",
+        "                          ^^^^^",
+    ]
+    assert result.output.splitlines()[1].startswith('Candidate bindings: "speed_mps"')
 
 
 def test_nonexistent_lake(tmp_path):
