@@ -10,7 +10,6 @@ from tqdm import tqdm
 
 from corridorhub._options import lake_option, settings_from
 from store.compaction import compact
-from store.errors import LakeError
 from store.lake import Lake
 from store.schema import QUARANTINE, STREAMS, TABLES
 
@@ -34,8 +33,7 @@ def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> No
     """
     settings = settings_from(ctx, lake=lake)
     target = Lake(settings.lake)
-    if not target.exists():
-        raise LakeError(f"No lake at {target.root}: run ingest first, or point --lake at an existing lake")
+    target.require()
     chosen = tables or (*STREAMS, QUARANTINE)
     # compact() logs each table's outcome at INFO for servers (POST /v1/compact); here the report below
     # says the same on stdout, so those lines would show every table twice.  Warnings still show, and
