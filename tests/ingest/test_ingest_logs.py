@@ -25,10 +25,10 @@ def _ingest(broker_url: str, lake: Path, log: Path, *args: str) -> subprocess.Po
     """`corridorhub ingest` as an operator starts it, its stdout and stderr (the log) into ``log``."""
     cmd = [sys.executable, "-m", "corridorhub", "ingest", "--broker", broker_url, "--lake", str(lake)]
     cmd += ["--client-id", f"logs-{os.getpid()}-{time.monotonic_ns()}", "--flush-interval", "0.2", *args]
+    # A short session expiry: the shared broker need not queue later tests' messages for us for a day.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CORRIDORHUB_SESSION_EXPIRY_S": "5"}
     with log.open("ab") as fh:
-        return subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=ROOT
-        )
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
 def _lines(log: Path, text: str) -> list[str]:
