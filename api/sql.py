@@ -34,6 +34,7 @@ from api.errors import ApiError, documented
 from api.formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
 from api.runner import OpenQuery, outcome_of
 from api.services import services
+from store.query import analyst_relations
 from store.sandbox import QueryResult
 
 router = APIRouter(tags=["analyst"])
@@ -64,8 +65,10 @@ class SqlRequest(BaseModel):
     sql: str = Field(
         min_length=1,
         max_length=100_000,
-        description="One read-only statement (DuckDB dialect) over the views state, event, network, "
-        "quarantine and the analyst views.",
+        description="One read-only statement (DuckDB dialect) over the lake's tables, the analyst views "
+        "and the zone tables: "
+        + "; ".join(", ".join(names) for names in analyst_relations().values())
+        + " (docs/DATA_CONTRACT.md, docs/VIEWS.md).",
     )
     params: list[Scalar] | dict[ParamName, Scalar] | None = Field(
         default=None, description="Values for ? placeholders (a list) or $name placeholders (an object)."

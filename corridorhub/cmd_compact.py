@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -9,7 +10,6 @@ from tqdm import tqdm
 
 from corridorhub._options import lake_option, settings_from
 from store.compaction import compact
-from store.errors import LakeError
 from store.lake import Lake
 from store.schema import QUARANTINE, STREAMS, TABLES
 
@@ -27,21 +27,32 @@ from store.schema import QUARANTINE, STREAMS, TABLES
 def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> None:
     """Deduplicate samples and merge small Parquet files, per date partition.
 
-    Duplicates (same operator, device_id and seq, or ts when seq is absent) keep the earliest received_at.
+    Duplicates (same operator, device_id, seq and ts; ts alone when seq is absent) keep the earliest
+    received_at; a reused seq with another ts is a new sample (a restarted counter), never removed.
     Each step is one atomic Delta commit; ingest may keep writing meanwhile.  Old files stay on disk for
     readers of earlier snapshots.
     """
     settings = settings_from(ctx, lake=lake)
     target = Lake(settings.lake)
-    if not target.exists():
-        raise LakeError(f"No lake at {target.root}: run ingest first, or point --lake at an existing lake")
+    target.require()
     chosen = tables or (*STREAMS, QUARANTINE)
-    with tqdm(total=0, unit="partition", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+    # compact() logs each table's outcome at INFO for servers (POST /v1/compact); here the report below
+    # says the same on stdout, so those lines would show every table twice.  Warnings still show, and
+    # --log-level DEBUG shows everything.
+    library_log = logging.getLogger(compact.__module__)
+    quiet = library_log.getEffectiveLevel() > logging.DEBUG
+    previous_level = library_log.level
+    if quiet:
+        library_log.setLevel(logging.WARNING)
+    try:
+        with tqdm(total=0, unit="partition", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
 
-        def progress(done: int, total: int, label: str) -> None:
-            bar.total = total
-            bar.set_description(label)
-            bar.update(done - bar.n)
+            def progress(done: int, total: int, label: str) -> None:
+                bar.total = total
+                bar.set_description(label)
+                bar.update(done - bar.n)
 
-        report = compact(target, chosen, progress)
+            report = compact(target, chosen, progress)
+    finally:
+        library_log.setLevel(previous_level)
     click.echo(report.describe())

@@ -51,7 +51,10 @@ def command(ctx: click.Context, /, **flags: object) -> None:
     """Capture MQTT telemetry into the lake, acknowledging each message only after its commit.
 
     Subscribes with QoS 1 and a persistent session; bad payloads go to the quarantine table with a
-    reason; redeliveries are dropped.  SIGTERM or Ctrl-C flushes, acknowledges and disconnects.
+    reason; redeliveries are dropped.  A broker that cannot be reached is retried with backoff (1 to
+    30 s); the log says why (connection refused, unknown host, TLS, credentials) when a reason first
+    comes up and once a minute while it lasts.  Counters are logged every --status-interval seconds.
+    SIGTERM or Ctrl-C flushes, acknowledges, disconnects and logs the final counters.
     """
     settings = settings_from(ctx, **flags)
     stop = threading.Event()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from corridorhub._options import lake_option, settings_from
+from store.errors import LakeError
 from store.keys import ROLES, KeyStore
+from store.lake import NO_LAKE_HINT, Lake
 
 _keys_file_option = click.option(
     "--keys-file",
@@ -17,6 +19,19 @@ _keys_file_option = click.option(
 
 def _store(ctx: click.Context, lake: str | None, keys_file: str | None) -> KeyStore:
     return KeyStore(settings_from(ctx, lake=lake, keys_file=keys_file).keys_path)
+
+
+def _store_to_change(ctx: click.Context, lake: str | None, keys_file: str | None) -> KeyStore:
+    """The key store, refusing to make a lake folder for it: the keys live in the lake unless a keys file
+    is given, and a mistyped --lake must not quietly become a new, empty lake that ``serve`` never reads."""
+    settings = settings_from(ctx, lake=lake, keys_file=keys_file)
+    target = Lake(settings.lake)
+    if settings.keys_file is None and not target.exists():
+        raise LakeError(
+            f"No lake at {target.root}, where the API keys are kept ({settings.keys_path}): {NO_LAKE_HINT}; "
+            "or keep the keys elsewhere with --keys-file"
+        )
+    return KeyStore(settings.keys_path)
 
 
 @click.group("keys")
@@ -36,7 +51,7 @@ def command() -> None:
 @click.pass_context
 def create(ctx: click.Context, role: str, name: str, lake: str | None, keys_file: str | None) -> None:
     """Create a key and print it once: it cannot be shown again."""
-    store = _store(ctx, lake, keys_file)
+    store = _store_to_change(ctx, lake, keys_file)
     key = store.create(role, name)
     click.echo(key)
     click.echo(
@@ -68,5 +83,5 @@ def list_keys(ctx: click.Context, lake: str | None, keys_file: str | None) -> No
 @click.pass_context
 def revoke(ctx: click.Context, id_or_name: str, lake: str | None, keys_file: str | None) -> None:
     """Revoke a key by its id or name; requests with it are refused from then on."""
-    info = _store(ctx, lake, keys_file).revoke(id_or_name)
+    info = _store_to_change(ctx, lake, keys_file).revoke(id_or_name)
     click.echo(f"Revoked {info.role} key {info.name!r} (id {info.id}) at {info.revoked_at}.")

@@ -79,6 +79,7 @@ def command(
     settings = settings_from(ctx, lake=lake, releases=releases)
     chosen = list(dataset_ids) or default_ids()
     target = Lake(settings.lake)
+    target.require()  # once, not once per dataset
     failures: list[str] = []
     started = datetime.now()
     with tqdm(

@@ -16,13 +16,29 @@ import pyarrow as pa
 
 from corridorhub._options import lake_option, settings_from
 from store.lake import Lake
-from store.query import run_sql
+from store.query import analyst_relations, run_sql
 from store.sandbox import SandboxLimits
 
 _MAX_CELL = 60
 
 
-@click.command("sql")
+def _help() -> str:
+    names = {kind: ", ".join(relations) for kind, relations in analyst_relations().items()}
+    return f"""Run one read-only SQL STATEMENT (DuckDB dialect) over the lake, in the SQL sandbox.
+
+    Tables: {names["tables"]}, each the Delta table's current committed snapshot (columns and units:
+    docs/DATA_CONTRACT.md).  Analyst views: {names["views"]} (docs/VIEWS.md).  Zone tables:
+    {names["zones"]} (the corridor zones, and the polygon edges the macro zone_at(lat, lon) tests).
+
+    Only one SELECT is accepted: statements that write, attach, load, change settings or read files
+    directly are refused (docs/SANDBOX.md).  Timestamps are UTC.  In json output, timestamps are RFC 3339
+    text and binary values base64.
+
+    Example: corridorhub sql "SELECT device_id, count(*) FROM state GROUP BY 1"
+    """
+
+
+@click.command("sql", help=_help())
 @click.argument("statement")
 @lake_option
 @click.option(
@@ -63,15 +79,6 @@ def command(
     max_rows: int,
     memory_limit: str,
 ) -> None:
-    """Run one read-only SQL STATEMENT (DuckDB dialect) over the lake, in the SQL sandbox.
-
-    Views: state, event, network, quarantine, built from each Delta table's current committed snapshot.
-    Only one SELECT is accepted: statements that write, attach, load, change settings or read files
-    directly are refused (docs/SANDBOX.md).  Timestamps are UTC.  In json output, timestamps are RFC 3339
-    text and binary values base64.
-
-    Example: corridorhub sql "SELECT device_id, count(*) FROM state GROUP BY 1"
-    """
     settings = settings_from(ctx, lake=lake)
     limits = SandboxLimits(memory_limit=memory_limit, timeout_s=timeout, max_rows=max_rows)
     answer = run_sql(Lake(settings.lake), statement, limits=limits)

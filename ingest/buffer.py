@@ -73,7 +73,9 @@ class MessageBuffer:
     def take(self, *, interval_s: float, stop: threading.Event) -> list[Delivery]:
         """Wait until the oldest message is ``interval_s`` old, a flush's worth has gathered, or stop;
         then take at most a flush's worth (the rest waits for the next flush, so a backlog is
-        decoded in bounded pieces)."""
+        decoded in bounded pieces).  Nothing (``[]``) when stopped with an empty buffer, or when nothing
+        arrived for ``interval_s``: an idle caller still gets its turn (periodic status reports)."""
+        idle_until = time.monotonic() + interval_s
         with self._cond:
             while True:
                 if self._queue:
@@ -90,7 +92,10 @@ class MessageBuffer:
                 elif stop.is_set():
                     return []
                 else:
-                    self._cond.wait(0.2)
+                    idle_left = idle_until - time.monotonic()
+                    if idle_left <= 0:
+                        return []
+                    self._cond.wait(min(idle_left, 0.2))
             taken: list[Delivery] = []
             size = 0
             while self._queue and len(taken) < self.flush_messages and (not taken or size < self.flush_bytes):

@@ -83,16 +83,21 @@ class Ingestor:
         self.session.start()
         self.ready.set()
         next_status = time.monotonic() + self.settings.status_interval_s
+        stopping = False
         try:
             while True:
                 taken = self.buffer.take(interval_s=self.settings.flush_interval_s, stop=stop)
                 if taken:
                     self._commit_and_ack(taken, stop)
-                if time.monotonic() >= next_status:
+                if stop.is_set():
+                    if not stopping:
+                        stopping = True
+                        log.info("stopping: committing and acknowledging what has arrived")
+                    if not taken:
+                        break
+                elif time.monotonic() >= next_status:  # stopping: the final report below says it once
                     self._report()
                     next_status = time.monotonic() + self.settings.status_interval_s
-                if stop.is_set() and not taken:
-                    break
         finally:
             self.buffer.close()
             self.session.stop()

@@ -8,6 +8,8 @@
 - A message id is only meaningful on the connection it came on: every delivery carries the
   connection's generation and acknowledgements for an older generation are skipped (the broker
   redelivers those, and dedup drops them).
+- Why a connection attempt fails (refused, unknown host, TLS, credentials...) is logged in words: once
+  when it starts, again when the reason changes, and as a reminder every ``REMIND_S`` while it lasts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -29,18 +32,111 @@ from ingest.buffer import Delivery
 from ingest.decode import RawMessage
 from ingest.status import IngestCounters
 from store.errors import BrokerError, ConfigError
-from store.settings import Settings
+from store.settings import BrokerAddress, Settings
 
 log = logging.getLogger("corridorhub.ingest")
 
 _UNSUPPORTED_PROTOCOL = 132  # CONNACK reason code in MQTT 5
 _V311_REFUSED_PROTOCOL = 1  # CONNACK return code in MQTT 3.1.1
+_REFUSED_CREDENTIALS = (4, 5, 134, 135)  # 3.1.1: bad user name or password, not authorized; and MQTT 5's
+
+#: While connecting keeps failing for the same reason, it is logged again at most this often.
+REMIND_S = 60.0
 
 
 def subscription_topic(settings: Settings) -> str:
     if settings.group:
         return f"$share/{settings.group}/{settings.topic}"
     return settings.topic
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why its last connection attempt failed (paho's ``on_connect_fail`` is
+    told nothing)."""
+
+    last_connect_error: OSError | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_connect_error = exc
+            raise
+
+
+def describe_connect_error(exc: OSError | None, address: BrokerAddress, timeout_s: float) -> str:
+    """Why a connection attempt failed, in words an operator can act on."""
+    where = f"{address.host}:{address.port}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {address.host!r} ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused: nothing listens on {where} (is the broker running, on that port?)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} within {timeout_s:g} s (host down, or a firewall drops the packets)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate cannot be verified: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError) or (address.tls and isinstance(exc, ConnectionError)):
+        return f"the TLS handshake failed ({exc}); is {where} a TLS listener?"
+    if isinstance(exc, ConnectionError):
+        return f"{where} closed the connection ({exc.strerror or exc}); is it an MQTT broker?"
+    if exc is None:
+        return "the connection failed"
+    return f"{exc.strerror or exc} ({where})"
+
+
+class _ConnectFailures:
+    """Why connecting fails, logged so that an operator sees it without a flood: each reason when it
+    first comes up and then at most every ``remind_s`` (with how many attempts failed since when)."""
+
+    def __init__(self, address: BrokerAddress, remind_s: float | None = None) -> None:
+        self.address = address
+        self.remind_s = REMIND_S if remind_s is None else remind_s
+        self.attempts = 0  # failed attempts since the last successful connection
+        self.reason: str | None = None
+        self._since: float | None = None
+        self._logged: dict[str, float] = {}  # reason -> monotonic time it was last logged
+        self._armed = False
+        self._lock = threading.Lock()
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.attempts += 1
+            self.reason = reason
+            self._since = self._since or time.time()
+            if self._armed:
+                self._log(reason)
+
+    def arm(self) -> bool:
+        """Log from now on (start-up is over: it reports its own failures); log the reason so far, if any.
+        True when there was one."""
+        with self._lock:
+            self._armed = True
+            if self.reason is not None:
+                self._log(self.reason)
+            return self.reason is not None
+
+    def connected(self) -> None:
+        with self._lock:
+            self.attempts, self.reason, self._since = 0, None, None
+            self._logged.clear()
+
+    def _log(self, reason: str) -> None:
+        now = time.monotonic()
+        last = self._logged.get(reason)
+        if last is not None and now - last < self.remind_s:
+            return
+        self._logged[reason] = now
+        if last is None:
+            log.warning("cannot connect to broker %s, retrying in the background: %s", self.address, reason)
+        else:
+            since = datetime.fromtimestamp(self._since or time.time()).isoformat(timespec="seconds")
+            log.warning(
+                "still cannot connect to broker %s (%d attempts since %s), retrying: %s",
+                self.address,
+                self.attempts,
+                since,
+                reason,
+            )
 
 
 class BrokerSession:
@@ -64,15 +160,16 @@ class BrokerSession:
         # The first attempt has an outcome: CONNACK, a refusal that retrying cannot fix, or a failed connect.
         self._answered = threading.Event()
         self._refused_reason: str | None = None
-        self._client: mqtt.Client | None = None
+        self._client: _Client | None = None
         self._ack_lock = threading.Lock()
         self._stopping = False
+        self.failures = _ConnectFailures(self.address)
 
     # -- connecting -------------------------------------------------------------------------------
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self) -> _Client:
         v5 = self.protocol is MQTTProtocolVersion.MQTTv5
-        client = mqtt.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
             clean_session=None if v5 else False,
@@ -123,6 +220,7 @@ class BrokerSession:
             self._launch()
             self._answered.wait(first_connect_timeout_s)
         if self._connack.is_set():
+            self.failures.arm()
             return
         if self._refused_reason == "auth":
             self.stop(disconnect=False)
@@ -132,10 +230,8 @@ class BrokerSession:
             self.stop(disconnect=False)
             ca = self.settings.ca_file or "the system's CA certificates"
             raise BrokerError(f"TLS to broker {self.address} failed: {problem} (CA file: {ca})")
-        if problem is not None:
-            log.warning("TLS to broker %s failed: %s; retrying in the background", self.address, problem)
-            return
-        log.warning("broker %s not reachable yet; retrying in the background", self.address)
+        if not self.failures.arm():  # logs why the first attempt failed
+            log.warning("broker %s not reachable yet; retrying in the background", self.address)
 
     def _tls_problem(self) -> tuple[str | None, bool]:
         """Why a TLS handshake with the broker fails, and whether for good (a certificate our CA does not
@@ -198,16 +294,25 @@ class BrokerSession:
     ) -> None:
         if reason.is_failure:
             value = reason.value
+            if self._answered.is_set():  # after start-up: paho retries with backoff; say why it fails
+                credentials = value in _REFUSED_CREDENTIALS
+                self.failures.failed(
+                    f"the broker refused our credentials ({reason})"
+                    if credentials
+                    else f"the broker refused the connection ({reason})"
+                )
+                return
             if value in (_UNSUPPORTED_PROTOCOL, _V311_REFUSED_PROTOCOL):
                 self._refused_reason = "protocol"
                 client.disconnect()
-            elif value in (4, 5, 134, 135):
+            elif value in _REFUSED_CREDENTIALS:
                 self._refused_reason = "auth"
                 client.disconnect()
             log.error("broker %s refused the connection: %s", self.address, reason)
             if self._refused_reason is not None:
                 self._answered.set()
             return
+        self.failures.connected()
         self.generation += 1
         with self.counters.lock:
             self.counters.connected = True
@@ -228,7 +333,10 @@ class BrokerSession:
         self._answered.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
-        self._answered.set()  # no TCP connection or no TLS handshake; paho retries with backoff
+        # No TCP connection or no TLS handshake; paho retries with backoff.
+        error = client.last_connect_error if isinstance(client, _Client) else None
+        self.failures.failed(describe_connect_error(error, self.address, client.connect_timeout))
+        self._answered.set()
 
     def _on_subscribe(
         self,

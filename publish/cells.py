@@ -56,7 +56,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     if candidates.cells.num_rows == 0:
         raise NoData(
             f"No data for {spec.id} from {request.date_from} to {request.date_to} (JST) in the lake at "
-            f"{request.lake.root} (table versions {source.versions})"
+            f"{request.lake.root} (tables read: {source.tables_read()})"
         )
     cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
     contributions = _with_key_types(candidates.contributions, cells, keys)

@@ -181,6 +181,7 @@ def publish_release(
     """Build, check and release ``dataset_id`` for JST ``date_from`` .. ``date_to``; see the module doc."""
     check_preconditions(dataset_id, settings)  # unknown id, missing secret... before anything else
     check_range(date_from, date_to)
+    lake.require()  # before the dataset's folder and lock file are made
     if version is not None and (not _VERSION.fullmatch(version) or version == LATEST):
         raise PublishError(f"Invalid version name {version!r}: letters, digits, '.', '_' and '-' only")
     report = progress or (lambda done, total, label: None)

@@ -34,6 +34,14 @@ class Source:
     versions: dict[str, int]  # Delta version read per stream table (-1: the table does not exist)
     privacy_zones: int  # number of privacy polygons applied
 
+    def tables_read(self) -> str:
+        """The versions read, in words: ``state at version 100, event at version 12, network not created
+        yet``."""
+        return ", ".join(
+            f"{name} at version {version}" if version >= 0 else f"{name} not created yet"
+            for name, version in self.versions.items()
+        )
+
 
 def jst_bounds(date_from: date, date_to: date) -> tuple[str, str]:
     """The UTC instants (as SQL literals) where JST ``date_from`` starts and JST ``date_to`` ends."""
@@ -88,9 +96,7 @@ def open_source(
     at_versions: Mapping[str, int] | None = None,
 ) -> Source:
     """A connection over the committed snapshot (or ``at_versions``), cut to the range, zones removed."""
-    if not lake.exists():
-        raise LakeError(f"No lake at {lake.root}: run ingest first, or point --lake at an existing lake")
-    con = lake.connect(views=False)
+    con = lake.connect(views=False)  # LakeError, saying how a lake is made, when there is none
     con.execute("SET TimeZone = 'UTC'")
     zones = (
         PrivacyZones.from_geojson(settings.privacy_zones_file)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from store._sql_guard import one_line
+from store._sql_guard import analyst_message, one_line
 from store.errors import QueryError, QueryTimeout
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class QueryResult:
         self.truncated = False
         self.rows = 0
         try:
-            relation = cursor.sql(statement, params=params) if params else cursor.sql(statement)
+            relation = self._bind(statement, params)
             if relation is None:  # pragma: no cover - the guard lets only SELECTs through
                 raise QueryError("The statement returned no rows")
             self._reader = relation.to_arrow_reader(CHUNK_ROWS)
@@ -156,12 +156,32 @@ class QueryResult:
             raise error from None
         return batch
 
+    def _bind(
+        self, statement: str, params: list[Any] | dict[str, Any] | None
+    ) -> duckdb.DuckDBPyRelation | None:
+        """The statement as a relation (bound, not run yet).  DuckDB's relation API leaves the ``LINE 1:``
+        caret out of binder and catalog errors; binding once more through ``execute`` gives the message
+        with it (binding fails again before anything runs)."""
+        cursor = self._cursor
+        try:
+            return cursor.sql(statement, params=params) if params else cursor.sql(statement)
+        except (duckdb.BinderException, duckdb.CatalogException) as exc:
+            try:
+                if params:
+                    cursor.execute(statement, params)
+                else:
+                    cursor.execute(statement)
+            except type(exc) as located:
+                raise located from None
+            raise
+
     def _interrupt(self) -> None:
         self._timed_out.set()
         self._cursor.interrupt()
 
     def _translate(self, exc: BaseException) -> QueryError | None:
-        """The one-line QueryError for a DuckDB failure, or None when ``exc`` is not one (re-raise it)."""
+        """The QueryError for a DuckDB failure (its message with DuckDB's hints, host paths hidden), or None
+        when ``exc`` is not one (re-raise it)."""
         if isinstance(exc, QueryError):
             return exc
         if not isinstance(exc, (duckdb.Error, OSError, pa.ArrowException)):
@@ -182,4 +202,4 @@ class QueryResult:
                 f"The query exceeded the sandbox's memory limit ({limits.memory_limit}){spill} and was "
                 f"stopped: {one_line(text).removeprefix('Out of Memory Error: ')}"
             )
-        return QueryError(one_line(text))
+        return QueryError(analyst_message(text))

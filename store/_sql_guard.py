@@ -100,7 +100,7 @@ def check_statement(
         statements = duckdb.extract_statements(sql)
         kinds = [_kind(s) for s in statements]
     except duckdb.ParserException as exc:
-        raise QueryError(one_line(str(exc))) from None
+        raise QueryError(analyst_message(str(exc))) from None
     if not statements:
         raise QueryError("Empty SQL statement: only comments")
     if len(statements) > 1:
@@ -116,9 +116,44 @@ def check_statement(
 
 
 def one_line(message: str) -> str:
-    """The first line of a DuckDB message (without the ``LINE 1: ...`` caret context)."""
+    """The first line of a DuckDB message (without its hints and the ``LINE 1: ...`` caret context)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return lines[0] if lines else "DuckDB error"
+
+
+#: Lines of a list DuckDB puts in a message that are kept (``+`` has some 50 candidate functions).
+MAX_LISTED = 8
+
+
+def analyst_message(message: str) -> str:
+    """A DuckDB error as an analyst should read it: the first line, DuckDB's hints (``Candidate bindings:
+    "speed_mps"``, ``Did you mean "state"?``, the candidate functions, at most :data:`MAX_LISTED` of a list)
+    and the ``LINE 1: ...`` line with the caret under the culprit; blank lines dropped.  These echo only the
+    analyst's own statement and the names they may query.  An internal error (a bug in DuckDB, whose
+    message may hold a stack trace) keeps its first line only.  Paths are the caller's to hide."""
+    first = one_line(message)
+    if first.startswith(("INTERNAL Error", "FATAL Error")):
+        return first
+    out = [first]
+    listed = 0
+    for line in message.splitlines()[1:]:
+        if line.startswith("Stack Trace"):
+            break
+        if not line.strip():
+            continue
+        if line.startswith("\t"):  # an item of the list the previous line announced
+            listed += 1
+            if listed <= MAX_LISTED:
+                out.append("  " + line.strip())
+            continue
+        out += _more(listed)
+        listed = 0
+        out.append(line.rstrip())
+    return "\n".join(out + _more(listed))
+
+
+def _more(listed: int) -> list[str]:
+    return [f"  ... and {listed - MAX_LISTED} more"] if listed > MAX_LISTED else []
 
 
 def _kind(statement: duckdb.Statement) -> str:

@@ -49,6 +49,11 @@ WRITER_PROPERTIES = WriterProperties(compression="ZSTD", max_row_group_size=122_
 #: rewrote a partition does not conflict with *blind appends* to it made meanwhile, since it does not remove
 #: their files.  ``append`` marks its commits ``isBlindAppend``; compaction relies on both.
 TABLE_CONFIGURATION = {"delta.isolationLevel": "WriteSerializable"}
+#: What to do about a missing lake (said after "No lake at <root>: ").
+NO_LAKE_HINT = (
+    "`corridorhub ingest` creates the lake when it starts (so does `corridorhub demo`); "
+    "or point --lake at an existing lake"
+)
 _DUCKDB_ARROW_COPY = r"Arrow output on a DB-API result makes an extra copy"
 
 
@@ -100,6 +105,11 @@ class Lake:
     def exists(self) -> bool:
         """Whether the lake root exists (always true for object storage: buckets have no folders)."""
         return not self.is_local or Path(self.root).is_dir()
+
+    def require(self) -> None:
+        """Raise :class:`LakeError` saying how a lake comes to be when there is none at the root."""
+        if not self.exists():
+            raise LakeError(f"No lake at {self.root}: {NO_LAKE_HINT}")
 
     def has_table(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self.table_uri(name), self.storage_options or None)
@@ -262,8 +272,7 @@ class Lake:
 
     def connect(self, *, views: bool = True) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection (UTC session) with the four views when ``views``."""
-        if not self.exists():
-            raise LakeError(f"No lake at {self.root}: run ingest first, or point --lake at an existing lake")
+        self.require()
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
         if not self.is_local:

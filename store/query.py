@@ -12,9 +12,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from store.geo.zones import ZONE_TABLES
 from store.lake import Lake
 from store.sandbox import Sandbox, SandboxLimits
-from store.views import create_analyst_views
+from store.schema import TABLES
+from store.views import VIEWS, create_analyst_views
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ def run_sql(
     with sandbox, sandbox.query(sql, params) as result:
         table = result.fetch_all()
         return SqlResult(table, result.truncated)
+
+
+def analyst_relations() -> dict[str, tuple[str, ...]]:
+    """The names analyst SQL can read, by kind: the lake's ``tables``, the analyst ``views`` and the ``zones``
+    tables - what :func:`analyst_sandbox` sets up (a test holds the two together), for help texts."""
+    return {"tables": TABLES, "views": tuple(view.name for view in VIEWS), "zones": ZONE_TABLES}
 
 
 def analyst_sandbox(lake: Lake, limits: SandboxLimits) -> Sandbox:

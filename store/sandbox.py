@@ -184,10 +184,7 @@ class Sandbox:
     def _build(self) -> _Generation:
         if not self.lake.is_local:
             raise LakeError("The SQL sandbox reads local lakes only (object storage is not supported yet)")
-        if not self.lake.exists():
-            raise LakeError(
-                f"No lake at {self.lake.root}: run ingest first, or point --lake at an existing lake"
-            )
+        self.lake.require()
         snapshots = {name: self.lake.snapshot(name) for name in TABLES if self.lake.has_table(name)}
         temp_dir = self.temp_dir / f"db-{next(self._counter)}"
         try:

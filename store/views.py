@@ -318,7 +318,10 @@ _DEFINITIONS = f"""## Definitions
   `jis_mesh(lat, lon, level)` (levels 1-6; null outside lat 20-46, lon 122-154). A cell holds its south and
   west edges. `mesh_polygon(code)` / `mesh_geojson(codes)` in `store.geo` give the cells for maps.
 - **Zones**: the `zones` table lists the corridor zones (`zone_id`, `name_ja`, `name_en`, `kind`,
-  `area_m2`, `wkt`, bounding box); `zone_at(lat, lon)` gives the zone of a point in SQL.
+  `area_m2`, `wkt`, bounding box); `zone_at(lat, lon)` gives the zone of a point in SQL. It tests the
+  point against the table `zone_edges`, one row per edge of a zone's polygon (`zone_id`, `precedence`,
+  `lon1`, `lat1`, `lon2`, `lat2`); where zones touch, the lower `precedence` (earlier in the zones file)
+  wins. Both tables can be queried like the views.
 """
 
 

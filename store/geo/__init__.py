@@ -15,6 +15,7 @@ from store.geo.mesh import (
 )
 from store.geo.privacy import PrivacyZones
 from store.geo.zones import (
+    ZONE_TABLES,
     Zone,
     assign_zone,
     corridor_zones,
@@ -31,6 +32,7 @@ __all__ = [
     "LEVELS",
     "LON_RANGE",
     "PrivacyZones",
+    "ZONE_TABLES",
     "Zone",
     "assign_zone",
     "corridor_zones",

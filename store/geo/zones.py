@@ -174,9 +174,15 @@ _ZONE_AT = """CREATE OR REPLACE MACRO zone_at(lat, lon) AS (
         HAVING count(*) % 2 = 1))"""
 
 
+#: The tables :func:`install_zones` creates (analysts can query both; ``docs/VIEWS.md`` describes them).
+ZONE_TABLES: tuple[str, ...] = ("zones", "zone_edges")
+
+
 def install_zones(con: duckdb.DuckDBPyConnection, zones: tuple[Zone, ...] | None = None) -> None:
     """Create the tables ``zones`` and ``zone_edges`` and the macro ``zone_at(lat, lon)`` on ``con``."""
-    for name, table in (("zones", zones_table(zones)), ("zone_edges", zone_edges_table(zones))):
+    tables = {"zones": zones_table(zones), "zone_edges": zone_edges_table(zones)}
+    for name in ZONE_TABLES:
+        table = tables[name]
         source = f"_corridorhub_{name}_arrow"
         con.register(source, table)
         try:

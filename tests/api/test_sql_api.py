@@ -147,6 +147,17 @@ def test_an_unknown_table_is_a_clear_400(hub: Hub, client: TestClient) -> None:
     assert error["code"] == "sql_error" and "vehicles" in error["message"]
 
 
+def test_a_sql_error_keeps_duckdbs_hint_and_caret(hub: Hub, client: TestClient) -> None:
+    response = _sql(client, hub, "SELECT speed FROM state")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "sql_error"
+    lines = error["message"].splitlines()
+    assert lines[0] == 'Binder Error: Referenced column "speed" not found in FROM clause!'
+    assert lines[1].startswith('Candidate bindings: "speed_mps"')
+    assert lines[2:] == ["LINE 1: SELECT speed FROM state", "               ^^^^^"]
+
+
 def test_runaway_queries_are_stopped_while_the_service_answers_others(hub: Hub) -> None:
     """A recursive CTE and a cross-join bomb run into the time limit (422 sql_timeout); meanwhile /healthz
     and another analyst's small query are answered."""

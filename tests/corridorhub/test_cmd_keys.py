@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from corridorhub.cli import cli
 from store.keys import KeyStore
+from store.lake import Lake
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -17,6 +18,7 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 def test_create_prints_the_key_once_and_list_never_shows_it(tmp_path: Path) -> None:
     lake = str(tmp_path / "lake")
+    Lake(lake).ensure_tables()
     code, out, err = _run("keys", "create", "--role", "analyst", "--name", "ward", "--lake", lake)
     assert code == 0, err
     key = out.strip()
@@ -45,3 +47,14 @@ def test_revoke_by_name_and_errors_are_one_line(tmp_path: Path) -> None:
 
     code, _, err = _run("keys", "create", "--role", "admin", "--name", "x", "--keys-file", keys_file)
     assert code == 2 and "admin" in err
+
+
+def test_create_refuses_a_path_without_a_lake_and_says_how_one_is_made(tmp_path: Path) -> None:
+    typo = tmp_path / "data" / "lak"
+    for args in (["create", "--role", "analyst", "--name", "ward"], ["revoke", "ward"]):
+        code, out, err = _run("keys", *args, "--lake", str(typo))
+        assert code == 1 and out == ""
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"Error: No lake at {typo}, where the API keys are kept")
+        assert "`corridorhub ingest` creates the lake when it starts" in line and "--keys-file" in line
+    assert not (tmp_path / "data").exists()  # nothing made on the way

@@ -75,6 +75,10 @@ def test_publish_all_with_a_bom_then_a_longer_range(paths: tuple[str, str]) -> N
             "Error: No data for fleet-activity from 2025-04-01 to 2025-04-01 (JST)",
         ),
         (
+            ["--dataset", "fleet-activity", "--from", "2025-04-01"],
+            "(tables read: state at version 1, event at version 1, network at version 1)\n",
+        ),
+        (
             ["--dataset", "trajectories-sample", "--from", "2025-03-14"],
             "Error: Setting 'pseudonym_secret' is missing: trajectories-sample needs it",
         ),
@@ -103,3 +107,16 @@ def test_exhausted_k_in_all_mode_lists_each_dataset(
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 4 and all("Nothing to publish" in line for line in lines)
+
+
+def test_a_missing_lake_is_one_error_that_says_how_a_lake_is_made_and_leaves_nothing(tmp_path: Path) -> None:
+    releases = tmp_path / "releases"
+    result = run(
+        "--all", "--from", "2025-03-14", "--lake", str(tmp_path / "nowhere"), "--releases", str(releases)
+    )
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("Error: ")] == [
+        f"Error: No lake at {tmp_path / 'nowhere'}: `corridorhub ingest` creates the lake when it starts "
+        "(so does `corridorhub demo`); or point --lake at an existing lake"
+    ]
+    assert not releases.exists() or not any(releases.rglob("*")), sorted(releases.rglob("*"))

@@ -53,3 +53,37 @@ def test_serve_answers_healthz_and_sql_with_a_key(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def _wait_for_health(base: str, process: subprocess.Popen[bytes]) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2)
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert time.monotonic() < deadline, "serve did not answer within 30 s"
+            time.sleep(0.1)
+
+
+def test_serve_before_the_lake_exists_says_so_and_recovers_without_a_restart(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corridorhub", "serve", "--lake", str(lake), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        health = _wait_for_health(base, process)
+        assert health.status_code == 503 and health.json()["error"]["code"] == "lake_unavailable"
+        Lake(lake).ensure_tables()  # ingest starts and creates it
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0].decode()
+    [warning] = [line for line in output.splitlines() if "No lake at" in line]
+    assert f"WARNING corridorhub.serve: No lake at {lake} yet: /healthz" in warning
+    assert "`corridorhub ingest` creates the lake when it starts" in warning

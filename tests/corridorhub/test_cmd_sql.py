@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,11 @@ from click.testing import CliRunner
 
 from corridorhub.cli import cli
 from store.lake import Lake
+from store.query import analyst_relations, analyst_sandbox
+from store.sandbox import SandboxLimits
 from store.schema import SCHEMAS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -100,12 +106,23 @@ def test_empty_table_query(lake_path):
         ("   ", "Empty SQL"),
     ],
 )
-def test_errors_are_one_line_and_exit_1(lake_path, statement, message):
+def test_errors_say_what_went_wrong_first_and_exit_1(lake_path, statement, message):
     result = CliRunner().invoke(cli, ["sql", statement, "--lake", lake_path])
     assert result.exit_code == 1
-    assert message in result.output
+    assert result.output.startswith("Error: ") and message in result.output.splitlines()[0]
     assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_errors_keep_duckdbs_hint_and_the_caret(lake_path):
+    result = CliRunner().invoke(cli, ["sql", "SELECT device_id, speed FROM state", "--lake", lake_path])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        'Error: Binder Error: Referenced column "speed" not found in FROM clause!',
+        result.output.splitlines()[1],
+        "LINE 1: SELECT device_id, speed FROM state",
+        "                          ^^^^^",
+    ]
+    assert result.output.splitlines()[1].startswith('Candidate bindings: "speed_mps"')
 
 
 def test_nonexistent_lake(tmp_path):
@@ -123,9 +140,38 @@ def test_compact_command_removes_the_duplicate(lake_path):
     ) == [{"n": 3}]
 
 
+def test_compact_names_each_table_once(lake_path, tmp_path):
+    """On a terminal stdout and the log both land on the screen: each table is reported once, not twice."""
+    done = subprocess.run(
+        [sys.executable, "-m", "corridorhub", "compact", "--lake", lake_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    screen = done.stdout + done.stderr
+    for table in ("state", "event", "network", "quarantine"):
+        assert len(re.findall(rf"\b{table}: \d+ -> \d+ files", screen)) == 1, screen
+    assert "total: 3 -> 1 files, 1 duplicates removed" in done.stdout
+
+
 def test_compact_nonexistent_lake(tmp_path):
     result = CliRunner().invoke(cli, ["compact", "--lake", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "No lake at" in result.output
+
+
+def test_help_and_docs_name_every_table_and_view_the_sandbox_serves(lake_path):
+    with analyst_sandbox(Lake(lake_path), SandboxLimits()) as sandbox:
+        served = sandbox.relations
+    declared = {name for names in analyst_relations().values() for name in names}
+    assert declared == served
+    assert {"trips", "device_day", "zones", "zone_edges"} <= served
+    help_words = set(re.findall(r"[a-z_0-9]+", run("sql", "--help").output))
+    docs = (ROOT / "docs" / "VIEWS.md").read_text() + (ROOT / "docs" / "DATA_CONTRACT.md").read_text()
+    for name in sorted(served):
+        assert name in help_words, f"sql --help does not name {name}"
+        assert f"`{name}`" in docs, f"no document describes {name}"
 
 
 def test_help_documents_formats():

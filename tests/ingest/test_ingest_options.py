@@ -27,7 +27,7 @@ from harness import ingest_settings, lake_keys, running_ingestor, wait_until
 from corridorhub.broker import REPO_CONFIG, EmbeddedBroker, find_mosquitto, free_port, render_config
 from corridorhub.simulator import SimConfig, SimMessage, expected_rows, generate
 from corridorhub.simulator.publish import publish
-from ingest import Ingestor
+from ingest import Ingestor, session
 from store.errors import BrokerError, ConfigError
 from store.settings import BrokerAddress, Settings
 
@@ -393,6 +393,63 @@ def test_tls_with_a_missing_ca_file_fails_by_name(tls_broker: ConfiguredBroker, 
     settings = ingest_settings(tls_broker.url(), lake_dir, ca_file=lake_dir.parent / "no-such-ca.crt")
     error = _start_error(settings)
     assert isinstance(error, ConfigError) and "'ca_file'" in str(error), repr(error)
+
+
+# -- why connecting fails -----------------------------------------------------------------------------------
+
+
+def _cannot_connect(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings that say why connecting fails, not counting the reminders ("still cannot ...")."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot connect to broker")]
+
+
+def test_an_unknown_host_is_named_once_while_ingest_retries(
+    lake_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="corridorhub.ingest")
+    with running_ingestor(ingest_settings("mqtt://broker.invalid:1883", lake_dir)) as ingestor:
+        assert wait_until(lambda: ingestor.session.failures.attempts >= 3, timeout=60)
+        assert not ingestor.counters.connected
+    [line] = _cannot_connect(caplog)
+    assert "cannot resolve the host name 'broker.invalid'" in line
+
+
+def test_a_lasting_failure_is_recalled_with_the_count_of_attempts(
+    lake_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session, "REMIND_S", 0.0)  # a reminder on every attempt instead of every minute
+    caplog.set_level(logging.INFO, logger="corridorhub.ingest")
+    with running_ingestor(ingest_settings(f"mqtt://127.0.0.1:{free_port()}", lake_dir)) as ingestor:
+        assert wait_until(lambda: ingestor.session.failures.attempts >= 3, timeout=60)
+    assert len(_cannot_connect(caplog)) == 1
+    reminders = [r.getMessage() for r in caplog.records if r.getMessage().startswith("still cannot connect")]
+    assert len(reminders) >= 2 and "(2 attempts since " in reminders[0] and "(3 attempts" in reminders[1]
+    assert all("connection refused" in line for line in reminders)
+
+
+def test_each_new_reason_is_logged_once_refused_then_bad_credentials(
+    auth_broker: ConfiguredBroker, lake_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ingest starts before its broker; the broker comes up and refuses the password.  Ingest keeps trying
+    (the password may be fixed at the broker) and says each reason once, never the password."""
+    caplog.set_level(logging.INFO, logger="corridorhub.ingest")
+    passwd = auth_broker.data_dir / "passwd"
+    late = ConfiguredBroker(tmp_path / "late-broker", ["allow_anonymous false", f"password_file {passwd}"])
+    settings = ingest_settings(late.url(f"{USER}:wrong-password@"), lake_dir)
+    with running_ingestor(settings) as ingestor:
+        failures = ingestor.session.failures
+        assert wait_until(lambda: failures.attempts >= 2, timeout=60)
+        with late:
+            assert wait_until(lambda: "credentials" in (failures.reason or ""), timeout=60), late.log()
+            refused = failures.attempts
+            assert wait_until(lambda: failures.attempts > refused, timeout=60)  # it goes on trying
+            assert "credentials" in (failures.reason or "")
+    lines = _cannot_connect(caplog)
+    assert len(lines) == 2, lines
+    assert f"connection refused: nothing listens on 127.0.0.1:{late.port}" in lines[0]
+    assert "the broker refused our credentials" in lines[1]
+    assert f"mqtt://{USER}:***@127.0.0.1:{late.port}" in lines[1]
+    assert "wrong-password" not in caplog.text
 
 
 # -- bounded buffer --------------------------------------------------------------------------------------

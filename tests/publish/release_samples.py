@@ -16,8 +16,8 @@ from publish.model import BuiltDataset, DatasetSpec, OutputColumn, PrivacyReport
 from store.geo import jis_mesh
 from store.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-SHAPES = ROOT.parent / "shared" / "standards" / "dcat-ap-3.0.0-shapes.ttl"
+#: SEMIC's DCAT-AP 3.0.1 SHACL shapes, shipped with the tests (source and licence: data/README.md).
+SHAPES = Path(__file__).resolve().parent / "data" / "dcat-ap-3.0.1-shapes.ttl"
 
 HANEDA_POINTS = [(35.549, 139.785), (35.551, 139.789), (35.544, 139.769), (35.547, 139.751)]
 MESH_CODES = [int(jis_mesh(lat, lon, 5)) for lat, lon in HANEDA_POINTS]

@@ -1,8 +1,8 @@
-"""dcat.jsonld: valid JSON-LD that satisfies the mandatory DCAT-AP 3.0.0 shapes (pyshacl), and says what
+"""dcat.jsonld: valid JSON-LD that satisfies the mandatory DCAT-AP 3.0.1 shapes (pyshacl), and says what
 a catalogue needs: bilingual titles, Ota City as publisher, coverage, license, files with checksums.
 
-The shapes come from ``<repo>/../shared/standards/`` (CI lays shared/ beside the clone); a missing file
-fails the tests, it never skips them.
+The shapes are SEMIC's own, shipped in ``tests/publish/data/`` (source and licence in its README.md); a
+missing file fails the tests, it never skips them.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ BASE = "https://corridorhub.example.jp"
 def shapes() -> Graph:
     if not SHAPES.is_file():
         pytest.fail(
-            f"The DCAT-AP 3.0.0 SHACL shapes are missing: expected {SHAPES}"
-            " (CI and developers have shared/ beside the repository)",
+            f"The DCAT-AP 3.0.1 SHACL shapes are missing: expected {SHAPES}"
+            " (see tests/publish/data/README.md)",
             pytrace=False,
         )
     return Graph().parse(SHAPES, format="turtle")
@@ -59,7 +59,7 @@ def load(folder: Path) -> Graph:
 
 def assert_conforms(data: Graph, shapes: Graph) -> None:
     conforms, _, text = pyshacl.validate(data, shacl_graph=shapes, inference="none", allow_warnings=False)
-    assert conforms, f"DCAT-AP 3.0.0 shapes not satisfied:\n{text}"
+    assert conforms, f"DCAT-AP 3.0.1 shapes not satisfied:\n{text}"
 
 
 def the_dataset(graph: Graph) -> URIRef:

@@ -379,11 +379,62 @@ def test_aggregates_ctes_windows_and_parameters(sandbox):
         ("SELECT 1 / 'x'", None, "Conversion Error"),
     ],
 )
-def test_user_errors_are_one_line_query_errors(sandbox, sql, params, needle):
+def test_user_errors_are_query_errors_that_say_what_went_wrong_first(sandbox, sql, params, needle):
     with pytest.raises(QueryError) as caught:
         rows(sandbox, sql, params)
     assert type(caught.value) is QueryError
-    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    assert needle in str(caught.value).splitlines()[0]
+
+
+def _caret_under(message: str, word: str) -> bool:
+    """The ``LINE n: ...`` line of ``message`` and, below it, carets that start under ``word``."""
+    lines = message.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("LINE "))
+    return lines[at + 1].index("^") == lines[at].index(word)
+
+
+@pytest.mark.parametrize(
+    ("sql", "hint", "culprit"),
+    [
+        ("SELECT speed FROM state", 'Candidate bindings: "speed_mps"', "speed"),
+        ("SELEC 1", "syntax error", "SELEC"),
+        (
+            "SELECT device_id, count(*) FROM state",
+            "Either add it to the GROUP BY list",
+            "device_id",
+        ),
+        ("SELECT lenght(device_id) FROM state", 'Did you mean "length"', "lenght"),
+    ],
+)
+def test_duckdbs_hints_and_the_caret_are_kept(sandbox, sql, hint, culprit):
+    with pytest.raises(QueryError) as caught:
+        rows(sandbox, sql)
+    message = str(caught.value)
+    assert hint in message
+    assert f"LINE 1: {sql}" in message.splitlines()
+    assert _caret_under(message, culprit), message
+
+
+def test_a_long_list_of_candidates_is_cut(sandbox):
+    with pytest.raises(QueryError) as caught:
+        rows(sandbox, "SELECT list_value(1) + 1")
+    lines = str(caught.value).splitlines()
+    assert "Candidate functions:" in lines[1]
+    assert lines[-3].startswith("  ... and ") and lines[-3].endswith(" more")
+    assert len(lines) <= 14 and lines[-2].startswith("LINE 1: ")
+
+
+def test_errors_never_show_host_paths(sandbox, lake):
+    """A file the snapshot lists is gone (say, vacuumed under a running query's feet): the error names it
+    relative to ``<lake>``, never by its path on the host."""
+    rows(sandbox, "SELECT count(*) AS n FROM state")
+    victim = lake.snapshot_files("state")[0].removeprefix("file://")
+    os.remove(victim)
+    with pytest.raises(QueryError) as caught:
+        rows(sandbox, "SELECT * FROM state")
+    message = str(caught.value)
+    assert "<lake>/state/" in message, message
+    assert lake.root not in message and str(Path(lake.root).parent) not in message
 
 
 def test_truncation_is_flagged_and_batches_stream(sandbox):
