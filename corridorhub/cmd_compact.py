@@ -11,6 +11,8 @@ from tqdm import tqdm
 from corridorhub._options import lake_option, settings_from
 from store.compaction import compact
 from store.lake import Lake
+from store.repair import DAMAGED_DIR
+from store.repair import repair as repair_lake
 from store.schema import QUARANTINE, STREAMS, TABLES
 
 
@@ -23,8 +25,14 @@ from store.schema import QUARANTINE, STREAMS, TABLES
     multiple=True,
     help="Only this table (repeatable) [default: all of state, event, network, quarantine].",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First move every data file that cannot be read (a file torn by a power loss) to "
+    "<lake>/_hub/damaged/ and drop it from its table; then compact.",
+)
 @click.pass_context
-def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> None:
+def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...], repair: bool) -> None:
     """Deduplicate samples and merge small Parquet files, per date partition.
 
     Duplicates (same operator, device_id, seq and ts; ts alone when seq is absent) keep the earliest
@@ -36,6 +44,11 @@ def command(ctx: click.Context, lake: str | None, tables: tuple[str, ...]) -> No
     target = Lake(settings.lake)
     target.require()
     chosen = tables or (*STREAMS, QUARANTINE)
+    if repair:
+        damaged = repair_lake(target, chosen)
+        for item in damaged:
+            click.echo(f"moved {item.table}/{item.path} to {DAMAGED_DIR / item.table} ({item.reason})")
+        click.echo(f"repair: {len(damaged)} unreadable file(s) set aside")
     # compact() logs each table's outcome at INFO for servers (POST /v1/compact); here the report below
     # says the same on stdout, so those lines would show every table twice.  Warnings still show, and
     # --log-level DEBUG shows everything.

@@ -192,7 +192,8 @@ def command(
         stop.set()
 
     # From the start: a Ctrl-C while the broker or the catalog starts must stop the demo cleanly too.
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP too: a closed terminal must stop the demo and its broker as Ctrl-C does.
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         _demo(ctx, fleet, stop, broker, lake, embedded_broker, summary_every, releases, publish_after, port)
     finally:

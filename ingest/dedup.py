@@ -27,10 +27,12 @@ restart; every sample is kept either way.
 **Memory is bounded.**  A ring grows with its run up to ``window`` slots of 8 bytes (128 KiB for the
 default 16,384); a track keeps at most ``MAX_RUNS`` runs and ``2 * window`` slots in all, and folds the
 least recently used runs into its totals (a late sample older than every run it remembers is counted there
-too).  Samples without seq remember their ts for ``ts_window_us``.  A redelivery older than what is
-remembered slips through and ``corridorhub compact`` removes it.  Written here rather than taken from a
-library: the rule (seq and ts, runs, gaps) is ours, and a per-sample Python set would cost hundreds of MB
-at corridor rates.
+too).  Samples without seq remember their ts for ``ts_window_us`` of arrival time (at most
+``MAX_SEQLESS``).  At most ``MAX_TRACKS`` devices x streams are tracked; beyond, the least recently
+seen are forgotten.  A seq more than ``MAX_JUMP`` from every run starts a new run (not a gap of billions).
+A redelivery older than what is remembered slips through and ``corridorhub compact`` removes it.
+Written here rather than taken from a library: the rule (seq and ts, runs, gaps) is ours, and a per-sample
+Python set would cost hundreds of MB at corridor rates.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ DEFAULT_WINDOW = 16_384
 DEFAULT_TS_WINDOW_US = 600_000_000  # ten minutes
 IDLE_PENALTY = 2  # seq values of distance charged for each sample a run sat idle (at most)
 MAX_RUNS = 16  # counter runs remembered per device and stream, within 2 x window slots in all
+MAX_JUMP = 2**31  # a seq this far from a run is a new run, not a gap of 2 billion lost samples
+MAX_SEQLESS = 16_384  # samples without seq remembered per device and stream
+MAX_TRACKS = 30_000  # devices x streams remembered; beyond, the least recently seen tenth is forgotten
 _EMPTY = -(2**63)  # a ring slot that holds no sample
 _FIRST_SLOTS = 64
 
@@ -86,10 +91,10 @@ class CounterRun:
         it fills, more for a jump; None when it cannot belong here (a restarted counter)."""
         assert self.low is not None
         if seq > self.high:
-            return seq - self.high - 1
+            return seq - self.high - 1 if seq - self.high <= MAX_JUMP else None
         if seq < self.low:
             # below the run's start only if it was also taken before it
-            return self.low - seq - 1 if ts <= self.ts_low else None
+            return self.low - seq - 1 if ts <= self.ts_low and self.low - seq <= MAX_JUMP else None
         if self._remembered(seq):
             return 0 if self.slots[seq % len(self.slots)] == _EMPTY else None  # a gap, or a seq taken
         return 0 if ts <= self.ts_high else None  # older than the ring: late only if taken before the newest
@@ -147,9 +152,13 @@ class CounterRun:
         size = len(self.slots)
         if new_high - self.high >= size:
             self.slots = array("q", [_EMPTY]) * size
-        else:
-            for seq in range(self.high + 1, new_high + 1):
-                self.slots[seq % size] = _EMPTY
+        else:  # seqs high+1 .. new_high: one or two slices of the ring, cleared at C speed
+            start, stop = (self.high + 1) % size, (new_high + 1) % size
+            if start < stop:
+                self.slots[start:stop] = array("q", [_EMPTY]) * (stop - start)
+            else:
+                self.slots[start:] = array("q", [_EMPTY]) * (size - start)
+                self.slots[:stop] = array("q", [_EMPTY]) * stop
         self.high = new_high
 
 
@@ -165,7 +174,7 @@ class SeqTrack:
     folded_missing: int = 0  # their gaps
     folded_samples: int = 0  # their samples
     seqless: int = 0  # samples without seq accepted
-    ts_seen: dict[int, None] = field(default_factory=dict)  # ts of samples without seq, oldest first
+    ts_seen: dict[int, int] = field(default_factory=dict)  # samples without seq: ts -> arrival, oldest first
     last_seen_us: int = 0
 
     @property
@@ -211,12 +220,9 @@ class SeqTrack:
         if best is not None:
             run = runs.pop(-best[1])
             runs.append(run)  # most recently used last
-        elif self.folded_runs and ts < min(r.first_ts for r in runs):
-            self.folded_samples += 1  # older than every run remembered: late, from a run folded away
-            return True
         else:
-            if runs:
-                self.restarts += 1
+            if runs and not (self.folded_runs and ts < min(r.first_ts for r in runs)):
+                self.restarts += 1  # (a sample older than every run remembered is late, from a folded run)
             run = CounterRun(self.window)
             runs.append(run)
             while len(runs) > MAX_RUNS or sum(len(r.slots) for r in runs) > 2 * self.window:
@@ -229,35 +235,55 @@ class SeqTrack:
         run.last_used = self.arrivals
         return True
 
-    def add_ts(self, ts_us: int, window_us: int) -> bool:
-        if ts_us in self.ts_seen:
+    def add_ts(self, ts_us: int, received_us: int, window_us: int) -> bool:
+        """For a sample without seq: True when its ts is new.  Remembered for ``window_us`` of the hub's
+        clock (arrival), at most ``MAX_SEQLESS``: a device clock that skews cannot make it forget."""
+        seen = self.ts_seen
+        if ts_us in seen:
             return False
-        self.ts_seen[ts_us] = None
+        seen[ts_us] = received_us
         self.seqless += 1
-        if len(self.ts_seen) > 4096:
-            newest = max(self.ts_seen)
-            for old in [t for t in self.ts_seen if t < newest - window_us]:
-                del self.ts_seen[old]
+        oldest = next(iter(seen))  # dicts keep insertion order: the oldest arrival first
+        while len(seen) > MAX_SEQLESS or seen[oldest] < received_us - window_us:
+            del seen[oldest]
+            oldest = next(iter(seen))
         return True
 
 
 class Deduplicator:
     """Per (operator, device_id, stream): which samples were accepted, and the gaps in seq."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW, ts_window_us: int = DEFAULT_TS_WINDOW_US) -> None:
+    def __init__(
+        self,
+        window: int = DEFAULT_WINDOW,
+        ts_window_us: int = DEFAULT_TS_WINDOW_US,
+        max_tracks: int = MAX_TRACKS,
+    ) -> None:
         if window <= 0 or window & (window - 1):
             raise ValueError("window must be a power of two")
         self.window = window
         self.ts_window_us = ts_window_us
+        self.max_tracks = max_tracks
         self.tracks: dict[tuple[str, str, str], SeqTrack] = {}
         self.duplicates = 0
+        self.tracks_forgotten = 0
 
     def _track(self, operator: str, device_id: str, stream: str) -> SeqTrack:
         key = (operator, device_id, stream)
         track = self.tracks.get(key)
         if track is None:
+            if len(self.tracks) >= self.max_tracks:
+                self._forget_idle_tracks()
             track = self.tracks[key] = SeqTrack(self.window)
         return track
+
+    def _forget_idle_tracks(self) -> None:
+        """Drop the least recently seen tenth of the tracks (memory stays bounded however many device ids
+        appear); their redeliveries are left to compaction and their counts leave the status."""
+        by_age = sorted(self.tracks, key=lambda k: self.tracks[k].last_seen_us)
+        for key in by_age[: max(1, len(by_age) // 10)]:
+            del self.tracks[key]
+            self.tracks_forgotten += 1
 
     def keep_mask(self, stream: str, table: pa.Table, *, remember_only: bool = False) -> np.ndarray:
         """A boolean mask of the rows of ``table`` that are new; they are remembered as accepted.
@@ -282,7 +308,10 @@ class Deduplicator:
                 track = self._track(operators[r], devices[r], stream)
                 last = ident
             seq = seqs[r]
-            new = track.add_seq(seq, ts[r]) if seq is not None else track.add_ts(ts[r], self.ts_window_us)
+            if seq is not None:
+                new = track.add_seq(seq, ts[r])
+            else:
+                new = track.add_ts(ts[r], int(received[r]), self.ts_window_us)
             if new:
                 if received[r] > track.last_seen_us:
                     track.last_seen_us = int(received[r])

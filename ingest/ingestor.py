@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from ingest.buffer import Delivery, MessageBuffer
@@ -28,6 +29,7 @@ from ingest.status import IngestCounters, log_line
 from store.errors import CorridorHubError
 from store.ingest_status import write_status
 from store.lake import Lake
+from store.repair import unreadable_lake
 from store.schema import QUARANTINE, STREAMS
 from store.settings import Settings
 
@@ -110,9 +112,19 @@ class Ingestor:
         since = datetime.now(UTC) - SEED_WINDOW
         seeded = 0
         for stream in STREAMS:
-            recent = self.lake.recent_rows(
-                stream, ["operator", "device_id", "seq", "ts", "received_at"], since
-            )
+            try:
+                recent = self.lake.recent_rows(
+                    stream, ["operator", "device_id", "seq", "ts", "received_at"], since
+                )
+            except (CorridorHubError, duckdb.Error, OSError) as exc:
+                log.warning(
+                    "cannot read the recent commits of %s to seed dedup (%s): redeliveries of the last "
+                    "minutes may be written twice, and `corridorhub compact` removes them; %s",
+                    stream,
+                    str(unreadable_lake(exc, self.lake)),
+                    "ingest goes on",
+                )
+                continue
             if recent.num_rows:
                 # In order of receipt per device (a stable sort keeps a message's samples in order), so
                 # that counter restarts are recognised as they were live.

@@ -25,12 +25,14 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from store.errors import LakeError
 from store.lake import WRITER_PROPERTIES, Lake, conform, fetch_arrow, select_files
+from store.repair import unreadable_lake
 from store.schema import PARTITION_COLUMN, QUARANTINE, SAMPLE_IDENTITY, STREAMS
 
 log = logging.getLogger(__name__)
@@ -122,17 +124,20 @@ def compact(
     done = 0
     report = CompactionReport()
     for name, files, entry in plans:
-        duplicates = _duplicates_per_partition(lake, name) if name in STREAMS else {}
-        for partition in sorted(files):
-            if duplicates.get(partition):
-                removed = _dedup_partition(lake, name, partition)
-                entry.duplicates_removed += removed
-                entry.partitions_deduplicated += removed > 0
-            if _merge_partition(lake, name, partition, target_size):
-                entry.partitions_merged += 1
-            done += 1
-            if progress is not None:
-                progress(done, total, f"{name} {partition}")
+        try:
+            duplicates = _duplicates_per_partition(lake, name) if name in STREAMS else {}
+            for partition in sorted(files):
+                if duplicates.get(partition):
+                    removed = _dedup_partition(lake, name, partition)
+                    entry.duplicates_removed += removed
+                    entry.partitions_deduplicated += removed > 0
+                if _merge_partition(lake, name, partition, target_size):
+                    entry.partitions_merged += 1
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{name} {partition}")
+        except duckdb.Error as exc:  # a data file that cannot be read (torn by a power loss)
+            raise unreadable_lake(exc, lake) from None
         table = _open(lake, name)
         entry.files_after = sum(_files_per_partition(table).values())
         entry.version_after = table.version()

@@ -298,10 +298,12 @@ class Lake:
         return used
 
     def recent_rows(self, name: str, columns: Sequence[str], since: datetime) -> pa.Table:
-        """``columns`` of the rows in files added to ``name`` at or after ``since`` (the add action's time).
+        """``columns`` of the rows of ``name`` received at or after ``since`` (``received_at``).
 
         Ingest seeds its dedup memory with this at start-up: after a crash between commit and ack, the
-        broker redelivers what the last commits hold.
+        broker redelivers what the last commits hold.  Only files written since then are read, and of
+        those only the ones whose statistics say they hold such rows: a partition that compaction
+        rewrote a minute ago is not read whole.
         """
         if since.tzinfo is None:
             raise ValueError("since must be timezone-aware")
@@ -309,23 +311,34 @@ class Lake:
         with self._locks[name]:
             table = self._delta_table(name, refresh=True)
             try:
-                actions = pa.table(table.get_add_actions(flatten=False)).select(["path", "modification_time"])
+                actions = pa.table(table.get_add_actions(flatten=True))
             except (DeltaError, OSError) as exc:
                 raise LakeError(f"Cannot list the files of {name!r}: {_cause(exc)}") from exc
+        newest = (
+            actions.column("max.received_at").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
+            if "max.received_at" in actions.column_names
+            else [None] * actions.num_rows
+        )
         uri = self.table_uri(name)
         files = [
             f"{uri}/{path}"
-            for path, mtime in zip(
+            for path, mtime, received in zip(
                 actions.column("path").to_pylist(),
-                actions.column("modification_time").to_pylist(),
+                actions.column("modification_time").cast(pa.int64()).to_pylist(),
+                newest,
                 strict=True,
             )
-            if mtime >= since_ms
+            if mtime >= since_ms and (received is None or received >= since_ms)
         ]
-        schema = pa.schema([SCHEMAS[name].arrow.field(c) for c in columns])
+        read = list(dict.fromkeys([*columns, "received_at"]))
+        schema = pa.schema([SCHEMAS[name].arrow.field(c) for c in read])
         con = self.connect(views=False)
         try:
-            return fetch_arrow(con, f"SELECT {_column_list(columns)} FROM ({select_files(files, schema)})")
+            return fetch_arrow(
+                con,
+                f"SELECT {_column_list(columns)} FROM ({select_files(files, schema)}) "
+                f"WHERE received_at >= make_timestamp({since_ms * 1000})::TIMESTAMPTZ",
+            )
         finally:
             con.close()
 

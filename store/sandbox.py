@@ -37,6 +37,7 @@ from store._query_result import QueryResult
 from store._sql_guard import SAFE_TABLE_FUNCTIONS, check_statement, one_line
 from store.errors import LakeError, QueryError
 from store.lake import Lake, Snapshot, select_files
+from store.repair import unreadable_lake
 from store.schema import SCHEMAS, TABLES
 
 __all__ = ["QueryResult", "Sandbox", "SandboxLimits"]
@@ -201,9 +202,9 @@ class Sandbox:
             relations, table_functions = _catalog(con)
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
-        except duckdb.Error as exc:
+        except duckdb.Error as exc:  # reading the lake's files failed: not the analyst's doing
             con.close()
-            raise QueryError(f"The sandbox could not be set up: {exc}") from None
+            raise unreadable_lake(exc, self.lake) from None
         except BaseException:
             con.close()
             raise

@@ -4,6 +4,7 @@ release on the catalog page, a clean stop."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
@@ -156,3 +158,24 @@ def test_demo_help_says_that_without_broker_it_starts_its_own() -> None:
     broker_help = " ".join(result.output.split("--broker", 1)[1].split("--lake", 1)[0].split())
     assert "the demo starts an embedded broker" in broker_help
     assert "1883" not in broker_help
+
+
+def test_a_closed_terminal_stops_the_demo_and_its_broker(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed) stops the demo as Ctrl-C does, embedded mosquitto included."""
+    cmd = [sys.executable, "-m", "corridorhub", "demo", "--devices", "2", "--history", "0", "--port", "0"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "after " in line:  # the first summary: broker, fleet and ingest are running
+                break
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("mosquitto" in c.name() for c in children)
+        proc.send_signal(signal.SIGHUP)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest[-2000:]
+    assert "SIGHUP: stopping" in rest
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.dedup import MAX_RUNS, Deduplicator
+from ingest.dedup import MAX_RUNS, MAX_SEQLESS, Deduplicator
 from store.schema import TIMESTAMP
 
 T0 = 1_780_000_000_000_000  # a device clock, epoch microseconds
@@ -320,3 +320,65 @@ def test_gaps_in_runs_of_different_lengths_are_counted_exactly() -> None:
         dedup.drop_duplicates("state", rows("d1", seqs, ts=ts))
     track = dedup.tracks[("op", "d1", "state")]
     assert (track.missing, track.restarts) == (4, 2)
+
+
+# -- hostile or broken devices (findings of the issue-7 attack) --------------------------------------------
+
+
+def test_a_device_without_seq_is_remembered_by_arrival_not_by_its_skewed_clock() -> None:
+    dedup = Deduplicator()
+    n = 5000
+    ts = [T0 + 3_600_000_000] + [T0 + i * TICK for i in range(1, n)]  # the first sample an hour ahead
+    received = pa.array([1_000_000 + i * 1000 for i in range(n)], pa.int64()).cast(TIMESTAMP)
+    table = rows("d1", [None] * n, ts=ts).set_column(4, "received_at", received)
+    assert dedup.drop_duplicates("event", table).num_rows == n
+    again = table.slice(n - 100, 100)
+    assert dedup.drop_duplicates("event", again).num_rows == 0
+    assert len(dedup.tracks[("op", "d1", "event")].ts_seen) <= MAX_SEQLESS
+
+
+def test_samples_without_seq_are_remembered_up_to_a_bound() -> None:
+    dedup = Deduplicator()
+    n = MAX_SEQLESS + 500
+    dedup.drop_duplicates("event", rows("d1", [None] * n, ts=[T0 + i for i in range(n)]))
+    track = dedup.tracks[("op", "d1", "event")]
+    assert len(track.ts_seen) == MAX_SEQLESS and track.samples == n
+
+
+def test_a_seq_that_leaps_a_window_per_sample_is_still_deduplicated_exactly() -> None:
+    dedup = Deduplicator(window=1024)
+    seqs = [i * 1023 for i in range(300)]
+    table = rows("d1", seqs, ts=[T0 + i * TICK for i in range(300)])
+    assert dedup.drop_duplicates("state", table).num_rows == 300
+    assert dedup.drop_duplicates("state", table.slice(299, 1)).num_rows == 0
+
+
+def test_a_jump_of_billions_is_a_new_run_not_billions_of_lost_samples() -> None:
+    dedup = Deduplicator()
+    dedup.drop_duplicates("state", rows("d1", list(range(10))))
+    far = [2**62 + s for s in range(5)]
+    assert (
+        dedup.drop_duplicates("state", rows("d1", far, ts=[T0 + (100 + s) * TICK for s in range(5)])).num_rows
+        == 5
+    )
+    track = dedup.tracks[("op", "d1", "state")]
+    assert (track.missing, track.restarts) == (0, 1)
+
+
+def test_more_restarts_than_remembered_runs_with_a_clock_behind_still_drop_redeliveries() -> None:
+    dedup = Deduplicator()
+    for run in range(MAX_RUNS + 5):
+        dedup.drop_duplicates(
+            "state", rows("d1", list(range(10)), ts=[T0 + (run * 100 + s) * TICK for s in range(10)])
+        )
+    behind = rows("d1", list(range(10)), ts=[T0 - 3_600_000_000 + s * TICK for s in range(10)])
+    assert dedup.drop_duplicates("state", behind).num_rows == 10
+    assert dedup.drop_duplicates("state", behind).num_rows == 0  # remembered, whatever its clock says
+
+
+def test_the_number_of_devices_tracked_is_bounded() -> None:
+    dedup = Deduplicator(max_tracks=100)
+    for i in range(1000):
+        dedup.drop_duplicates("state", rows(f"d{i}", [0]))
+    assert len(dedup.tracks) <= 100
+    assert dedup.tracks_forgotten >= 900

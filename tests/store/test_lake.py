@@ -149,17 +149,19 @@ def test_append_fsyncs_new_files_and_log_entry(lake, monkeypatch):
     } <= set(synced)
 
 
-def test_recent_rows_returns_rows_of_recent_commits(lake):
-    lake.append("state", state_rows([1, 2]))
-    cutoff = datetime.now(UTC) + timedelta(milliseconds=5)
-    while datetime.now(UTC) < cutoff + timedelta(milliseconds=5):
-        pass
-    lake.append("state", state_rows([3], device="robot-07"))
-    recent = lake.recent_rows("state", ["device_id", "seq", "ts"], since=cutoff)
+def test_recent_rows_returns_rows_received_since(lake):
+    now = datetime.now(UTC)
+    lake.append("state", state_rows([1, 2], received_at=now - timedelta(hours=1)))
+    lake.append("state", state_rows([3], device="robot-07", received_at=now))
+    # rows received long ago in a file written just now (what a compaction's rewrite looks like)
+    lake.append("state", state_rows([4], device="car-9", received_at=now - timedelta(days=2)))
+    recent = lake.recent_rows("state", ["device_id", "seq", "ts"], since=now - timedelta(minutes=15))
     assert recent.to_pylist() == [{"device_id": "robot-07", "seq": 3, "ts": BASE}]
-    everything = lake.recent_rows("state", ["seq"], since=cutoff - timedelta(hours=1))
+    with_received = lake.recent_rows("state", ["seq", "received_at"], since=now - timedelta(minutes=15))
+    assert with_received.column("seq").to_pylist() == [3]
+    everything = lake.recent_rows("state", ["seq"], since=now - timedelta(hours=2))
     assert sorted(everything.column("seq").to_pylist()) == [1, 2, 3]
-    assert lake.recent_rows("event", ["seq"], since=cutoff).num_rows == 0
+    assert lake.recent_rows("event", ["seq"], since=now).num_rows == 0
 
 
 def test_commit_failure_raises_commit_error_with_cause(lake):
