@@ -1,10 +1,12 @@
 """What ``corridorhub demo`` adds after capture: a first open-data release and the catalog page to see it.
 
-:func:`publish_first_release` publishes every default dataset for today's Japan-time date from what the
-demo fleet has sent so far, with the ordinary privacy settings (k, dominance share, complementary
-suppression; nothing is relaxed for the demo).  A small fleet leaves many cells under k: the release is
-still made (``allow_empty``), and the summary says how many cells were suppressed and why, so that a
-newcomer sees the real rule at work rather than a weakened one.
+:func:`publish_first_release` publishes every default dataset for yesterday's Japan-time date (the day
+the demo fleet's history was replayed into) with the ordinary privacy settings (k, dominance share,
+complementary suppression; nothing is relaxed for the demo) but one: a day closes at midnight here
+(``publish_lateness_h`` 0), where a hub waits 48 h for late uploads before publishing a day once.  A
+small fleet leaves many cells under k: the release is still made (``allow_empty``), and the summary says
+how many cells were suppressed and why, so that a newcomer sees the real rule at work rather than a
+weakened one.
 
 :class:`CatalogServer` runs the HTTP service (``api.create_app``) under uvicorn in a thread on a loopback
 port, so the catalog page (``/``) and the public ``/v1/datasets`` routes are there while the demo runs.
@@ -17,23 +19,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
 from types import TracebackType
 
 import uvicorn
 
 from api import create_app
+from corridorhub.demo_fleet import yesterday_jst
 from publish.datasets import default_ids
 from publish.release import ReleaseResult, publish_release
 from store.errors import CorridorHubError
 from store.lake import Lake
 from store.settings import Settings
-
-JST = timezone(timedelta(hours=9), "JST")
-
-
-def jst_today() -> datetime:
-    return datetime.now(JST)
 
 
 def _suppressed(result: ReleaseResult) -> int:
@@ -43,9 +40,15 @@ def _suppressed(result: ReleaseResult) -> int:
 
 
 def publish_first_release(lake: Lake, settings: Settings, echo: Callable[[str], None]) -> list[ReleaseResult]:
-    """Release every default dataset for today (JST); one line per dataset, failures reported, not raised."""
-    day = jst_today().date()
-    echo(f"publishing a first open-data release for {day} (JST) into {settings.releases}:")
+    """Release every default dataset for yesterday (JST); one line per dataset, failures reported, not
+    raised."""
+    day = yesterday_jst()
+    settings = replace(settings, publish_lateness_h=0.0)
+    echo(
+        f"publishing a first open-data release for {day} (JST) into {settings.releases} (the demo closes a "
+        "day at midnight; a hub waits publish_lateness_h = 48 h for late uploads, then publishes a day "
+        "once):"
+    )
     results = []
     for dataset in default_ids():
         try:

@@ -1,8 +1,11 @@
-"""The demo's simulated fleet: its recent past replayed at full speed, then live until the demo stops.
+"""The demo's simulated fleet: the end of yesterday replayed at full speed, then live until the demo stops.
 
-:func:`replay_then_live` runs one simulation throughout (``seq`` goes on increasing, so the live part is no
-redelivery of the past).  Without a ``--duration`` the demo runs until Ctrl-C: the simulation is then as
-long as the simulator plays (:data:`MAX_DURATION_S`, 30 days), and the demo says so if it ever gets there.
+A day is published once, after it has closed (``publish.closure``), so the demo's first release needs a
+day that is over: :func:`replay_then_live` first sends the fleet's last ``--history`` minutes of *yesterday*
+(JST) as fast as the broker takes them, then plays the same fleet live from now, in a second simulation
+(the devices' ``seq`` counters start again overnight, as a reboot would make them; ingest keeps both).
+Without a ``--duration`` the demo runs until Ctrl-C: the live simulation is then as long as the simulator
+plays (:data:`MAX_DURATION_S`, 30 days), and the demo says so if it ever gets there.
 
 :class:`History` is what the first open-data release waits on: how many messages the fleet sent for the
 replayed past (each acknowledged by the broker), to compare with how many ingest has acknowledged, which
@@ -15,8 +18,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
 import click
 
@@ -24,6 +27,8 @@ from corridorhub.simulator import DEFAULT_FAULTS, MAX_DURATION_S, SimConfig, Sim
 from corridorhub.simulator.publish import publish
 from store.errors import ConfigError
 from store.settings import BrokerAddress, Settings
+
+JST_OFFSET = timedelta(hours=9)
 
 
 @dataclass(frozen=True)
@@ -35,16 +40,20 @@ class DemoFleet:
     live_s: float | None  # None: until the demo stops (as long as the simulator plays)
 
     def __post_init__(self) -> None:
-        if self.live_s is not None and self.history_s + self.live_s > MAX_DURATION_S:
+        if self.live_s is not None and self.live_s > MAX_DURATION_S:
             raise ConfigError(
-                f"--duration plus --history must be at most {MAX_DURATION_S // 86_400} days (the simulator's "
-                f"longest run), got {self.live_s:g} s + {self.history_s / 60:g} min"
+                f"--duration must be at most {MAX_DURATION_S // 86_400} days (the simulator's longest run), "
+                f"got {self.live_s:g} s"
+            )
+        if self.history_s > 86_400:
+            raise ConfigError(
+                f"--history must be at most a day (it is yesterday's), got {self.history_s / 60:g} min"
             )
 
     @property
     def simulated_s(self) -> float:
-        """Seconds of simulation: the history, then the live part (or as long as the simulator plays)."""
-        return self.history_s + self.live_s if self.live_s is not None else float(MAX_DURATION_S)
+        """Seconds of the live simulation (as long as the simulator plays without --duration)."""
+        return self.live_s if self.live_s is not None else float(MAX_DURATION_S)
 
 
 class History:
@@ -75,45 +84,48 @@ class History:
         sent = self.messages
         if sent is None:
             return (
-                f"the first release waits for the fleet's last {self.minutes} minutes: still sending them; "
+                f"the first release waits for yesterday's last {self.minutes} minutes: still sending them; "
                 f"ingest has committed {committed:,} messages so far"
             )
         return (
-            f"the first release waits for ingest to commit the fleet's last {self.minutes} minutes: "
+            f"the first release waits for ingest to commit yesterday's last {self.minutes} minutes: "
             f"{min(committed, sent):,} of {sent:,} messages committed"
         )
 
 
+def yesterday_jst() -> date:
+    return (datetime.now(UTC) + JST_OFFSET).date() - timedelta(days=1)
+
+
 def replay_then_live(settings: Settings, fleet: DemoFleet, history: History, stop: threading.Event) -> None:
-    """Send the fleet's recent past as fast as the broker takes it, then go on in real time until ``stop``."""
-    config = SimConfig(
-        devices=fleet.devices,
-        rate_hz=fleet.rate,
-        duration_s=fleet.simulated_s,
-        seed=fleet.seed,
-        start=datetime.now(UTC) - timedelta(seconds=fleet.history_s),
-        faults=DEFAULT_FAULTS,
-    )
-    messages = itertools.takewhile(lambda _m: not stop.is_set(), generate(config))
-    first_live: list[SimMessage] = []
+    """Send the end of yesterday as fast as the broker takes it, then go on live from now until ``stop``."""
 
-    def past() -> Iterator[SimMessage]:
-        for message in messages:
-            if message.send_at >= fleet.history_s:
-                first_live.append(message)
-                return
-            yield message
-
-    def live() -> Iterator[SimMessage]:
-        for message in itertools.chain(first_live, messages):
-            yield replace(message, send_at=message.send_at - fleet.history_s)
+    def run(start: datetime, duration_s: float) -> Iterator[SimMessage]:
+        config = SimConfig(
+            devices=fleet.devices,
+            rate_hz=fleet.rate,
+            duration_s=duration_s,
+            seed=fleet.seed,
+            start=start,
+            faults=DEFAULT_FAULTS,
+        )
+        return itertools.takewhile(lambda _m: not stop.is_set(), generate(config))
 
     address = BrokerAddress.parse(settings.broker)
     client_id, protocol = "corridorhub-demo-fleet", settings.mqtt_version
     if fleet.history_s > 0:
-        report = publish(past(), address, realtime=False, client_id=client_id, protocol=protocol)
+        midnight = datetime.combine(yesterday_jst() + timedelta(days=1), time(), tzinfo=UTC) - JST_OFFSET
+        past = run(midnight - timedelta(seconds=fleet.history_s), fleet.history_s)
+        report = publish(past, address, realtime=False, client_id=client_id, protocol=protocol)
         history.sent(report.messages)
         click.echo(
-            f"  sent the fleet's last {history.minutes} minutes at full speed: {report.messages:,} messages"
+            f"  sent the fleet's last {history.minutes} minutes of yesterday ({yesterday_jst()} JST) at full "
+            f"speed: {report.messages:,} messages"
         )
-    publish(live(), address, realtime=True, client_id=client_id, protocol=protocol)
+    publish(
+        run(datetime.now(UTC), fleet.simulated_s),
+        address,
+        realtime=True,
+        client_id=client_id,
+        protocol=protocol,
+    )

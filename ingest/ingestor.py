@@ -103,6 +103,8 @@ class Ingestor:
         finally:
             self.buffer.close()
             self.session.stop()
+            with self.counters.lock:
+                self.counters.stopped = True
             self._report()
             log.info("ingest stopped cleanly")
 

@@ -44,6 +44,7 @@ class IngestCounters:
     buffer_bytes: int = 0
     connected: bool = False
     subscribed: bool = False
+    stopped: bool = False  # the worker has shut down (its last status)
     connects: int = 0
     protocol: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -69,6 +70,7 @@ class IngestCounters:
                 "started_at": self.started_at,
                 "connected": self.connected,
                 "subscribed": self.subscribed,
+                "stopped": self.stopped,
                 "connects": self.connects,
                 "protocol": self.protocol,
                 "messages_received": self.messages_received,

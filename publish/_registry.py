@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class BuildRequest:
     settings: Settings
     previous: tuple[Path, ...] = ()  # version folders of earlier releases of the same dataset
     at_versions: Mapping[str, int] | None = None  # read these Delta versions (a rebuild), else the latest
+    received_until: datetime | None = None  # read only samples received by then (publish.closure)
 
 
 Builder = Callable[[BuildRequest], BuiltDataset]

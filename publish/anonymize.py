@@ -11,8 +11,9 @@ Rules, in order (docs/PRIVACY.md explains each and why):
 1. **k**: a row whose leaves hold fewer than ``k`` distinct devices is suppressed.
 2. **Dominance**: a row where one operator holds more than ``dominance`` of the weight is suppressed
    (when the weight is all zero, the operator's share of the devices counts instead).
-3. **Earlier releases**: for a day an earlier release of the dataset covers, a row is published only when
-   every such release published it with exactly the same values.
+3. **Days published before**: a row of a day that an earlier release of the dataset published is not
+   published from this build: the release repeats that earlier release's rows for the day instead
+   (``publish.closure``; ``publish.cells`` puts them in).
 4. **Complementary suppression** (the *residual rule*): for every published row P, the leaves under P that
    no published row below P covers form P's *residual*: its aggregate is what subtraction reveals
    (P minus the published rows below it).  A non-empty residual must itself pass k and dominance; while
@@ -28,12 +29,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import pyarrow as pa
 
 from publish._registry import Rollup
-from publish.previous import EarlierReleases, Key, jst_day
+from publish.previous import Key, jst_day
 
 LeafContributions = dict[str, tuple[str, float]]  # device -> (operator, weight)
 
@@ -139,7 +141,7 @@ def suppress(
     index: CellIndex,
     *,
     time_column: str,
-    earlier: EarlierReleases | None = None,
+    repeated_days: frozenset[date] = frozenset(),
 ) -> Suppression:
     """Apply the four rules to ``cells`` (one row per key); return what may be published."""
     by_key = _rows(cells, index.key_columns)
@@ -148,11 +150,10 @@ def suppress(
     published: set[Key] = set()
     for key in sorted(by_key, key=_order):
         leaves = below[key]
-        reason = index.failure(leaves) if leaves else "unverifiable"
-        if reason is None and earlier is not None:
-            day = jst_day(by_key[key][cells.column_names.index(time_column)])
-            if not earlier.allows(key, by_key[key], day):
-                reason = "previous"
+        if jst_day(by_key[key][cells.column_names.index(time_column)]) in repeated_days:
+            reason: str | None = "previous"
+        else:
+            reason = index.failure(leaves) if leaves else "unverifiable"
         if reason is None:
             published.add(key)
         else:
@@ -173,11 +174,11 @@ def suppress_noisy(
     *,
     devices_column: str,
     time_column: str,
-    earlier: EarlierReleases | None = None,
+    repeated_days: frozenset[date] = frozenset(),
 ) -> Suppression:
     """The rules under differential privacy: k on the *noisy* device count (post-processing), dominance on
-    the true operator shares (commercial confidentiality), earlier releases; no complementary suppression
-    (every published value is noisy, and so is any difference of them)."""
+    the true operator shares (commercial confidentiality), days published before; no complementary
+    suppression (every published value is noisy, and so is any difference of them)."""
     by_key = _rows(cells, index.key_columns)
     result = Suppression(published=set(), cells_before=len(by_key))
     below = index.leaves_below(set(by_key))
@@ -185,12 +186,12 @@ def suppress_noisy(
     time = cells.column_names.index(time_column)
     for key in sorted(by_key, key=_order):
         row = by_key[key]
-        if row[devices] is None or row[devices] < index.k:
+        if jst_day(row[time]) in repeated_days:
+            result.reasons[key] = "previous"
+        elif row[devices] is None or row[devices] < index.k:
             result.reasons[key] = "k"
         elif index.dominated(below[key]):
             result.reasons[key] = "dominance"
-        elif earlier is not None and not earlier.allows(key, row, jst_day(row[time])):
-            result.reasons[key] = "previous"
         else:
             result.published.add(key)
     result.suppressed_k = sum(r == "k" for r in result.reasons.values())

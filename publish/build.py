@@ -8,7 +8,7 @@ preconditions (a pseudonym secret, a privacy budget...).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from publish.datasets import BuildRequest, dataset_entry
@@ -57,12 +57,14 @@ def build_dataset(
     *,
     previous: Iterable[Path] = (),
     at_versions: Mapping[str, int] | None = None,
+    received_until: datetime | None = None,
 ) -> BuiltDataset:
     """Build ``dataset_id`` for the JST days ``date_from`` .. ``date_to`` (inclusive).
 
-    ``previous`` are the version folders of earlier releases of the same dataset: rows for days they cover
-    are published only as they published them.  ``at_versions`` reads those Delta table versions instead
-    of the latest (a rebuild).  Raises UnknownDataset, BadDateRange, NoData, UnsafeColumn, LakeError...
+    ``previous`` are the version folders of earlier releases of the same dataset: a day one of them
+    published is repeated from the first of them, as it is.  ``at_versions`` reads those Delta table
+    versions instead of the latest (a rebuild); ``received_until`` reads only the samples received by then.
+    Raises UnknownDataset, BadDateRange, NoData, UnsafeColumn, LakeError...
     """
     check_preconditions(dataset_id, settings)
     check_range(date_from, date_to)
@@ -75,5 +77,6 @@ def build_dataset(
         settings=settings,
         previous=tuple(sorted(Path(p) for p in previous)),
         at_versions=dict(at_versions) if at_versions is not None else None,
+        received_until=received_until,
     )
     return entry.builder(request)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 import duckdb
 import pyarrow as pa
 
 from publish._registry import BuildRequest, dataset_entry
 from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
+from publish.closure import privacy_zones_sha256
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells
-from publish.previous import read_earlier
+from publish.previous import FirstPublication, read_earlier
 from publish.rules import check_derivations
 from publish.source import open_source
 from store.geo import corridor_zones, mesh_bounds
@@ -46,7 +48,12 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     check_derivations(spec, entry.derivations)
     plan = dp_plan(spec.id, settings)
     source = open_source(
-        request.lake, request.date_from, request.date_to, settings, at_versions=request.at_versions
+        request.lake,
+        request.date_from,
+        request.date_to,
+        settings,
+        at_versions=request.at_versions,
+        received_until=request.received_until,
     )
     try:
         candidates = query(source.con, request)
@@ -61,18 +68,26 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
     contributions = _with_key_types(candidates.contributions, cells, keys)
     index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
-    earlier = read_earlier(request.previous, spec, keys) if request.previous else None
     assert entry.time_column is not None
+    repeated = _repeated_days(request, keys, entry.time_column)
     result: Suppression
     if plan is not None and noisy is not None:
         cells, dp_report = noisy
         spec = dp_spec(spec, plan)
         result = suppress_noisy(
-            cells, index, devices_column=plan.devices_column, time_column=entry.time_column, earlier=earlier
+            cells,
+            index,
+            devices_column=plan.devices_column,
+            time_column=entry.time_column,
+            repeated_days=frozenset(repeated),
         )
     else:
-        result = suppress(cells, index, time_column=entry.time_column, earlier=earlier)
+        result = suppress(cells, index, time_column=entry.time_column, repeated_days=frozenset(repeated))
     table = cells.filter(published_mask(cells, keys, result.published))
+    if repeated:  # the days published before: their first release's rows, as they are
+        names = table.column_names
+        rows = [dict(zip(names, row, strict=True)) for p in repeated.values() for row in p.rows]
+        table = pa.concat_tables([table, pa.Table.from_pylist(rows, schema=table.schema)])
     table = table.sort_by([(k, "ascending") for k in keys]).combine_chunks()
     mesh_levels = (
         sorted({int(v) for v in cells.column("mesh_level").to_pylist()}, reverse=True)
@@ -96,7 +111,11 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         extra={
             "cells_suppressed_earlier_releases": result.suppressed_previous,
             "complementary_rule": "residual of every published total or coarser cell passes k and dominance",
-            "earlier_releases_rule": "a day covered by an earlier release only republishes identical rows",
+            "earlier_releases_rule": (
+                "a day is published once, closed (publish_lateness_h after it ends), from what the hub had "
+                "received by then; a later release repeats that release's rows for the day, byte for byte"
+            ),
+            "days_repeated": {d.isoformat(): p.release.folder.name for d, p in sorted(repeated.items())},
             "privacy_zones_removed": source.privacy_zones,
         },
     )
@@ -119,7 +138,9 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "dominance_share": settings.publish_dominance,
             "time_resolution": spec.time_resolution,
             "mesh_levels": mesh_levels,
-            "privacy_zones_file": str(settings.privacy_zones_file) if settings.privacy_zones_file else None,
+            "lateness_h": settings.publish_lateness_h,
+            # the zones' contents decide the rows; their file's path is the hub's business, not the public's
+            "privacy_zones_sha256": privacy_zones_sha256(settings),
             "earlier_releases": sorted(p.name for p in request.previous),
         },
         bbox=_bbox(table) if spec.spatial else _corridor_bbox(),
@@ -128,6 +149,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "denominators": candidates.denominators,
             "denominator_keys": candidates.denominator_keys,
             "previous": list(request.previous),
+            "repeated_days": frozenset(repeated),
             "identifiers": identifiers,
             "differential_privacy": plan is not None,
         },
@@ -135,6 +157,17 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     if plan is not None:
         built.parameters.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
     return built
+
+
+def _repeated_days(
+    request: BuildRequest, keys: tuple[str, ...], time_column: str
+) -> dict[date, FirstPublication]:
+    """The days of the range that an earlier release published first, with that release's rows."""
+    if not request.previous:
+        return {}
+    earlier = read_earlier(request.previous, request.spec, keys)
+    first = earlier.first_publications([c.name for c in request.spec.columns].index(time_column))
+    return {day: p for day, p in first.items() if request.date_from <= day <= request.date_to}
 
 
 def _with_key_types(contributions: pa.Table, cells: pa.Table, keys: tuple[str, ...]) -> pa.Table:

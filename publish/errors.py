@@ -8,6 +8,7 @@
         ├── NothingPublishable every cell was suppressed (k, dominance, complementary suppression)
         ├── UnsafeColumn       an output column derives from a lake column whose rule forbids that use
         ├── GateFailed         the privacy gate found problems in the output (``failures`` lists them)
+        ├── DayNotClosed       a day of the range may not be published yet (publish_lateness_h)
         └── ReleaseExists      the version folder exists already: releases are immutable
 
 The CLI prints the message on one line and exits non-zero; no partial release is left behind.
@@ -50,6 +51,10 @@ class GateFailed(PublishError):
         self.failures = list(failures)
         shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
         super().__init__(f"Privacy gate refused {dataset_id}: {shown}")
+
+
+class DayNotClosed(PublishError):
+    """A day of the range has not closed yet: it is published once, ``publish_lateness_h`` after it ends."""
 
 
 class ReleaseExists(PublishError):

@@ -15,7 +15,8 @@ the statistics) and the files of earlier releases:
   dominance share; the published device counts agree with the contributions and are at least k;
 * subtraction: for every published row, its residual (its leaves not covered by published rows below it)
   passes k and dominance; a measure with its own population (a rate's distance) passes too;
-* earlier releases: a row for a day an earlier release covers is one that release published identically.
+* days published before: the rows of such a day are exactly the rows of the release that published it
+  first (a day is published once: ``publish.closure``); the checks above apply to the new days.
 
 Under differential privacy (``built.internal["differential_privacy"]``) the published device counts are
 noisy: k is checked on them, dominance on the true contributions, and the true-count, device-agreement and
@@ -30,7 +31,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -67,7 +69,9 @@ def check(built: BuiltDataset, settings: Settings) -> list[str]:
         failures += column_problems
         if not column_problems:  # the checks below read the spec's columns
             failures += _resolution_problems(built)
-            failures += _cell_problems(built, entry, settings)
+            # Rows of days published before are their first release's (which passed this gate when it
+            # was made); they are checked for being exactly those rows, the new days for everything.
+            failures += _cell_problems(_new_days_only(built, entry), entry, settings)
             failures += _earlier_release_problems(built, entry, settings)
     for extra_check in GATE_CHECKS.get(built.spec.id, []):
         failures += extra_check(built, settings)
@@ -323,22 +327,38 @@ def _denominator_problems(built: BuiltDataset, settings: Settings) -> list[str]:
 # -- earlier releases ------------------------------------------------------------------------------------
 
 
+def _new_days_only(built: BuiltDataset, entry: DatasetEntry) -> BuiltDataset:
+    repeated = built.internal.get("repeated_days", frozenset())
+    if not repeated:
+        return built
+    assert entry.time_column is not None
+    days = [jst_day(v) for v in built.table.column(entry.time_column).to_pylist()]
+    keep = pa.array([d not in repeated for d in days], pa.bool_())
+    return replace(built, table=built.table.filter(keep))
+
+
 def _earlier_release_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings) -> list[str]:
+    """Every day an earlier release published: exactly the rows of the release that published it first."""
     folders: set[Path] = {Path(p) for p in built.internal.get("previous", [])}
     folders |= set(release_folders(Path(settings.releases) / built.spec.id))
     if not folders:
         return []
-    earlier = read_earlier(folders, built.spec, entry.key_columns)
     assert entry.time_column is not None
     time_index = built.table.column_names.index(entry.time_column)
+    first = read_earlier(folders, built.spec, entry.key_columns).first_publications(time_index)
+    published: dict[date, set[tuple[object, ...]]] = defaultdict(set)
+    for row in rows_by_key(built.table, entry.key_columns).values():
+        published[jst_day(row[time_index])].add(row)
     lines = []
-    for key, row in rows_by_key(built.table, entry.key_columns).items():
-        day = jst_day(row[time_index])
-        for release in earlier.covering(day):
-            if release.rows.get(key) != row:
-                what = "differs from" if key in release.rows else "was not published in"
-                lines.append(
-                    f"row {_describe(entry.key_columns, key)} {what} earlier release {release.folder.name}, "
-                    f"which covers {day}"
-                )
+    day = built.date_from
+    while day <= built.date_to:
+        if day in first:
+            before = set(first[day].rows)
+            name = first[day].release.folder.name
+            for row in sorted(published[day] - before, key=repr)[:3]:
+                lines.append(f"{day}: row {row!r} is not one release {name} published for that day")
+            missing = len(before - published[day])
+            if missing:
+                lines.append(f"{day}: {missing} row(s) release {name} published for that day are missing")
+        day += timedelta(days=1)
     return _capped("earlier releases", lines)

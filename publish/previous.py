@@ -1,9 +1,10 @@
 """What earlier releases of a dataset published: the days they cover and their rows, read from their files.
 
-A release folder holds ``provenance.json`` (written by ``publish.release``: the JST date range) and the
-Parquet file of its rows.  Both the anonymizer and the privacy gate read them, so that a new release never
-publishes, for a day an earlier release covers, a row that the earlier one did not publish identically
-(see docs/PRIVACY.md, "Earlier releases").
+A release folder holds ``provenance.json`` (written by ``publish.release``: the JST date range, the rules,
+when it was built and up to when it read the lake) and the Parquet file of its rows.  A day is published
+once (``publish.closure``): :func:`first_publications` finds, for each day, the release that published it
+first and its rows for that day, which every later release repeats byte for byte and the privacy gate
+checks (docs/PRIVACY.md, "Closed days").
 """
 
 from __future__ import annotations
@@ -42,9 +43,20 @@ class EarlierRelease:
     date_from: date
     date_to: date
     rows: dict[Key, tuple[Any, ...]]  # key columns -> the whole row in spec column order
+    built_at: str = ""  # ISO 8601 UTC: orders releases (the first publication of a day)
+    parameters: dict[str, Any] = field(default_factory=dict)  # the rules it was built with
+    received_until: str | None = None  # what it read of the lake (None: a release older than the rule)
 
     def covers(self, day: date) -> bool:
         return self.date_from <= day <= self.date_to
+
+
+@dataclass(frozen=True)
+class FirstPublication:
+    """The release that published a day first, and its rows for that day (spec column order)."""
+
+    release: EarlierRelease
+    rows: tuple[tuple[Any, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,17 @@ class EarlierReleases:
     def covering(self, day: date) -> list[EarlierRelease]:
         return [r for r in self.releases if r.covers(day)]
 
-    def allows(self, key: Key, row: tuple[Any, ...], day: date) -> bool:
-        """Whether ``row`` may be published: every earlier release covering ``day`` published it as is."""
-        return all(r.rows.get(key) == row for r in self.covering(day))
+    def first_publications(self, time_index: int) -> dict[date, FirstPublication]:
+        """For each day any release covers: the earliest release covering it and its rows of that day."""
+        out: dict[date, FirstPublication] = {}
+        for release in sorted(self.releases, key=lambda r: (r.built_at, r.folder.name)):
+            day = release.date_from
+            while day <= release.date_to:
+                if day not in out:
+                    rows = tuple(row for row in release.rows.values() if jst_day(row[time_index]) == day)
+                    out[day] = FirstPublication(release, rows)
+                day += timedelta(days=1)
+        return out
 
 
 def data_file(folder: Path, spec: DatasetSpec) -> Path:
@@ -91,13 +111,18 @@ def read_earlier(folders: Iterable[Path], spec: DatasetSpec, key_columns: Sequen
             meta = json.loads((folder / PROVENANCE).read_text(encoding="utf-8"))
             date_from = date.fromisoformat(meta["date_from"])
             date_to = date.fromisoformat(meta["date_to"])
+            built_at = str(meta.get("built_at") or "")
+            parameters = dict(meta.get("parameters") or {})
+            received_until = meta.get("received_until")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PublishError(f"Cannot read the date range of earlier release {folder}: {exc}") from exc
+            raise PublishError(f"Cannot read the date range of earlier release {folder.name}: {exc}") from exc
         try:
             rows = read_release_rows(folder, spec, key_columns)
         except (OSError, pa.ArrowException) as exc:
-            raise PublishError(f"Cannot read the rows of earlier release {folder}: {exc}") from exc
-        releases.append(EarlierRelease(folder, date_from, date_to, rows))
+            raise PublishError(f"Cannot read the rows of earlier release {folder.name}: {exc}") from exc
+        releases.append(
+            EarlierRelease(folder, date_from, date_to, rows, built_at, parameters, received_until)
+        )
     return EarlierReleases(tuple(releases), tuple(key_columns))
 
 

@@ -33,7 +33,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
@@ -41,13 +41,23 @@ from typing import Any
 
 from publish import gate
 from publish.build import build_dataset, check_preconditions, check_range
+from publish.closure import (
+    check_closed,
+    days_between,
+    late_samples,
+    privacy_zones_sha256,
+    record_late,
+    rule_differences,
+    rules_of,
+)
+from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
 from publish.ledger import PrivacyLedger, ledger_path
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
-from publish.previous import PROVENANCE, release_folders
+from publish.previous import PROVENANCE, read_earlier, release_folders
 from store.lake import Lake
 from store.settings import Settings
 
@@ -66,11 +76,13 @@ class ReleaseResult:
     rows: int
     privacy: PrivacyReport
     source_versions: dict[str, int]
+    days_repeated: list[date] = field(default_factory=list)  # published before: their rows repeated
+    late_samples: dict[date, int] = field(default_factory=dict)  # received after those days' release
 
     def describe(self) -> str:
         p = self.privacy
         suppressed = p.cells_suppressed_k + p.cells_suppressed_dominance + p.cells_suppressed_complementary
-        suppressed += int(p.extra.get("cells_suppressed_earlier_releases", 0))
+        fresh = p.cells_before - int(p.extra.get("cells_suppressed_earlier_releases", 0))
         private = ""
         if p.epsilon is not None:
             budget = p.extra.get("privacy_budget", {})
@@ -78,10 +90,20 @@ class ReleaseResult:
                 f", differential privacy ε={p.epsilon:g} δ={p.delta:g} (budget: spent "
                 f"{budget.get('spent_epsilon', 0):g} of {budget.get('budget_epsilon', 0):g})"
             )
-        return (
-            f"{self.dataset_id} {self.version}: {self.rows} rows, {suppressed} of {p.cells_before} cells "
-            f"suppressed (k={p.k}, dominance {p.dominance_share:g}{private}) -> {self.folder}"
+        counts = (
+            f"{suppressed} of {fresh} cells suppressed (k={p.k}, dominance {p.dominance_share:g}{private})"
+            if fresh
+            else "every day of it published before"
         )
+        line = f"{self.dataset_id} {self.version}: {self.rows} rows, {counts} -> {self.folder}"
+        if self.days_repeated:
+            late = sum(self.late_samples.values())
+            line += (
+                f"\n  {len(self.days_repeated)} day(s) published before, repeated as they were "
+                f"({', '.join(d.isoformat() for d in self.days_repeated)}); {late} sample(s) of them "
+                "arrived after and are never published (counted in <lake>/_hub/publish/late-data.json)"
+            )
+        return line
 
 
 def code_version() -> str:
@@ -156,12 +178,16 @@ def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[st
         "date_to": built.date_to.isoformat(),
         "timezone": "Asia/Tokyo",
         "source_versions": dict(sorted(built.source_versions.items())),
+        "received_until": built.parameters.get("received_until"),
         "parameters": built.parameters,
         "privacy": built.privacy.as_dict(),
         "rows": built.table.num_rows,
         "code_version": code_version(),
         "built_at": built_at.isoformat(timespec="seconds"),
-        "rebuild": "build_dataset(..., at_versions=source_versions) reads the same table versions",
+        "rebuild": (
+            "build_dataset(..., at_versions=source_versions, received_until=received_until) reads the same "
+            "samples; a later release repeats this one's rows for the days it published first"
+        ),
     }
 
 
@@ -200,9 +226,14 @@ def publish_release(
         final = dataset_dir / name
         if final.exists():
             raise ReleaseExists(f"Release {dataset_id}/{name} exists already: releases are never overwritten")
+        received_until = datetime.now(UTC)
+        repeated = _days_published_before(dataset_dir, dataset_id, date_from, date_to, settings)
+        new_days = [d for d in days_between(date_from, date_to) if d not in repeated]
+        if new_days:
+            check_closed(new_days, lake, settings, received_until)
         ledger = (
             PrivacyLedger(ledger_path(Path(settings.releases), dataset_id), settings.dp_budget_epsilon)
-            if private
+            if private and new_days  # repeating days published before draws no new noise
             else None
         )
         spending = (
@@ -223,7 +254,12 @@ def publish_release(
                 csv_bom=csv_bom,
                 allow_empty=allow_empty,
                 at_versions=at_versions,
+                received_until=received_until,
+                new_days=new_days,
             )
+        late = late_samples(lake, repeated)
+        if late:
+            record_late(lake, dataset_id, late, received_until)
         _fsync(dataset_dir)
         _write_json(
             dataset_dir / LATEST,
@@ -238,8 +274,59 @@ def publish_release(
         _fsync(dataset_dir)
     report(len(STEPS), len(STEPS), f"{dataset_id}: done")
     return ReleaseResult(
-        dataset_id, name, final, files, built.table.num_rows, built.privacy, dict(built.source_versions)
+        dataset_id,
+        name,
+        final,
+        files,
+        built.table.num_rows,
+        built.privacy,
+        dict(built.source_versions),
+        days_repeated=sorted(repeated),
+        late_samples=late,
     )
+
+
+def _days_published_before(
+    dataset_dir: Path, dataset_id: str, date_from: date, date_to: date, settings: Settings
+) -> dict[date, datetime]:
+    """The days of the range an earlier release published, each with what that first release had read
+    (its ``received_until``; its build time for a release older than the rule).  A day keeps the rules it
+    was first published with: another k, dominance, lateness, privacy zones or DP setting is refused."""
+    entry = dataset_entry(dataset_id)
+    folders = release_folders(dataset_dir)
+    if not folders or entry.time_column is None:
+        return {}
+    time_index = [c.name for c in entry.spec.columns].index(entry.time_column)
+    first = read_earlier(folders, entry.spec, entry.key_columns).first_publications(time_index)
+    now = rules_of(current_rules(dataset_id, settings))
+    out: dict[date, datetime] = {}
+    for day in days_between(date_from, date_to):
+        if day not in first:
+            continue
+        release = first[day].release
+        differences = rule_differences(rules_of(release.parameters), now)
+        if differences:
+            raise PublishError(
+                f"{day} was published by {dataset_id} {release.folder.name} under other rules "
+                f"({'; '.join(differences)}): a day is published once, with one set of rules; publish a "
+                "range without it, or with the same settings"
+            )
+        stamp = release.received_until or release.built_at
+        out[day] = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
+    return out
+
+
+def current_rules(dataset_id: str, settings: Settings) -> dict[str, Any]:
+    """The rules this build would record in its parameters (``publish.closure.RULE_KEYS``)."""
+    rules: dict[str, Any] = {
+        "k": settings.publish_k,
+        "dominance_share": settings.publish_dominance,
+        "lateness_h": settings.publish_lateness_h,
+        "privacy_zones_sha256": privacy_zones_sha256(settings),
+    }
+    if dp_plan(dataset_id, settings) is not None:
+        rules.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
+    return rules
 
 
 def _build_and_place(
@@ -255,6 +342,8 @@ def _build_and_place(
     csv_bom: bool,
     allow_empty: bool,
     at_versions: Mapping[str, int] | None,
+    received_until: datetime,
+    new_days: list[date],
 ) -> tuple[BuiltDataset, list[Path], datetime]:
     """Build, gate, write into a temporary folder and rename it to ``final``; nothing stays on failure."""
     dataset_dir, name = final.parent, final.name
@@ -267,6 +356,7 @@ def _build_and_place(
         settings,
         previous=release_folders(dataset_dir),
         at_versions=at_versions,
+        received_until=received_until,
     )
     if built.table.num_rows == 0 and not allow_empty:
         p = built.privacy
@@ -296,6 +386,8 @@ def _build_and_place(
         report(2, len(STEPS), f"{dataset_id}: {STEPS[2]}")
         built_at = datetime.now(UTC)
         built.parameters.update(date_from=date_from.isoformat(), date_to=date_to.isoformat())
+        built.parameters["received_until"] = received_until.isoformat()
+        built.parameters["days_first_published"] = [d.isoformat() for d in new_days]
         built.parameters.setdefault("code_version", code_version())
         written = write_release(built, tmp, settings, csv_bom=csv_bom, version=name, built_at=built_at)
         _write_json(tmp / PROVENANCE, provenance(built, name, built_at))

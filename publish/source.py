@@ -1,8 +1,9 @@
 """What a build reads: the lake's committed snapshot, cut to a JST date range, without privacy-zone points.
 
 :func:`open_source` gives a DuckDB connection whose views ``state``, ``event`` and ``network`` hold only
-the samples whose ``ts`` falls in the range (Japan time, both ends inclusive) and that do not lie in a
-privacy zone (``settings.privacy_zones_file``; a point on a zone's edge counts as inside).  The analyst
+the samples whose ``ts`` falls in the range (Japan time, both ends inclusive), that the hub had received by
+``received_until`` (``publish.closure``), and that do not lie in a privacy zone
+(``settings.privacy_zones_file``; a point on a zone's edge counts as inside).  The analyst
 views of ``store.views`` (``device_day`` ...), the ``jis_mesh`` macro and ``zone_at`` are created on top.
 The Delta version read of each table is returned: it is the release's provenance, and passing the same
 versions back (``at_versions``) rebuilds from exactly the same files.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -94,8 +95,10 @@ def open_source(
     settings: Settings,
     *,
     at_versions: Mapping[str, int] | None = None,
+    received_until: datetime | None = None,
 ) -> Source:
-    """A connection over the committed snapshot (or ``at_versions``), cut to the range, zones removed."""
+    """A connection over the committed snapshot (or ``at_versions``), cut to the range, zones removed,
+    and (``received_until``) to what the hub had received by then: a day's rows are a function of those."""
     con = lake.connect(views=False)  # LakeError, saying how a lake is made, when there is none
     con.execute("SET TimeZone = 'UTC'")
     zones = (
@@ -107,6 +110,11 @@ def open_source(
     start, end = jst_bounds(date_from, date_to)
     # JST day d runs from 15:00 UTC on d-1: the UTC partitions d-1 .. date_to hold the range.
     first, last = (date_from - timedelta(days=1)).isoformat(), date_to.isoformat()
+    received = (
+        f"(received_at IS NULL OR received_at <= TIMESTAMPTZ '{received_until.astimezone(UTC).isoformat()}')"
+        if received_until is not None
+        else "true"
+    )
     versions: dict[str, int] = {}
     for name in STREAMS:
         wanted = None if at_versions is None else at_versions.get(name, -1)
@@ -115,7 +123,7 @@ def open_source(
         con.execute(
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM ({select_files(files, schema)}) "
             f"WHERE date BETWEEN DATE '{first}' AND DATE '{last}' AND ts >= {start} AND ts < {end} "
-            f"AND ({outside})"
+            f"AND ({outside}) AND {received}"
         )
     create_analyst_views(con)
     return Source(con, versions, len(zones) if zones is not None else 0)

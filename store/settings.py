@@ -126,6 +126,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "max_request_bytes": _Bounds(1024, 2**30),
     "publish_k": _Bounds(2, 10_000),
     "publish_dominance": _Bounds(0, 1, open_low=True),
+    "publish_lateness_h": _Bounds(0, 24 * 31),
     "trip_trim_m": _Bounds(0, 10_000),
     "dp_epsilon": _Bounds(0, 100, open_low=True),
     "dp_delta": _Bounds(0, 0.01, open_high=True),
@@ -209,6 +210,13 @@ class Settings:
     publish_dominance: float = field(
         default=0.8,
         metadata=_help("A published cell is suppressed when one operator contributes more than this share."),
+    )
+    publish_lateness_h: float = field(
+        default=48.0,
+        metadata=_help(
+            "Hours after a JST day ends before it may be published (late uploads arrive meanwhile); a day is "
+            "published once, from what the hub had received by then."
+        ),
     )
     pseudonym_secret: str | None = field(
         default=None,

@@ -2,8 +2,10 @@
 
 A reader types the commands into one terminal (``&`` puts ingest and the service in the background, ``%1``
 names them), so the test does the same: one bash, the commands exactly as the README prints them, against
-a mosquitto on 127.0.0.1:1883 (the one the README asks for; started here from ``deploy/mosquitto.conf`` when
-nothing listens there), in an empty folder, with the project's ``corridorhub`` on PATH.
+a mosquitto on 127.0.0.1:1883 (the one the README asks for, started from ``deploy/mosquitto.conf``), in an
+empty folder, with the project's ``corridorhub`` on PATH.  The README's ports are fixed (1883, 8765), so
+where it can (as root, as CI runs) the shell gets a network namespace of its own (``unshare --net``): two
+runs of the tour on one machine, or anything else on those ports, cannot meet.
 
 What is compared: each command ends with status 0, and every line the README shows for it that holds no
 digit (headers, messages, file names: what does not change from run to run) appears in what it printed,
@@ -60,8 +62,20 @@ class Shell:
     """One bash, fed commands on stdin, its output (both streams) collected as it comes."""
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.private_network = _can_unshare()
+        command = ["bash", "--norc", "--noprofile"]
+        if self.private_network:  # its own loopback: the README's fixed ports are ours alone
+            command = [
+                "unshare",
+                "--net",
+                "bash",
+                "--norc",
+                "--noprofile",
+                "-c",
+                "ip link set lo up && exec bash",
+            ]
         self.proc = subprocess.Popen(
-            ["bash", "--norc", "--noprofile"],
+            command,
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,
@@ -109,43 +123,57 @@ class Shell:
             os.killpg(self.proc.pid, 9)
 
 
+def _can_unshare() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True)
+    return probe.returncode == 0
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def broker_on_1883(tmp_path: Path):
-    if _listening(1883):
-        yield  # a broker already runs where the README says (the Debian package's, say)
-        return
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    data = tmp_path / "mosquitto"
-    data.mkdir()
+def _broker_config(folder: Path) -> Path:
+    """``deploy/mosquitto.conf`` with its queue in ``folder`` and its log on stderr."""
     conf = (ROOT / "deploy" / "mosquitto.conf").read_text(encoding="utf-8")
-    conf = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {data}/", conf)
+    conf = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {folder}/", conf)
     conf = re.sub(r"(?m)^(log_dest|pid_file|user) .*$", "", conf)
-    (data / "mosquitto.conf").write_text(conf + "\nlog_dest stderr\n", encoding="utf-8")
-    proc = subprocess.Popen([mosquitto, "-c", str(data / "mosquitto.conf")], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not _listening(1883):
-        assert proc.poll() is None and time.monotonic() < deadline, "mosquitto did not start on 1883"
-        time.sleep(0.1)
-    yield
-    proc.terminate()
-    proc.wait(20)
+    path = folder / "mosquitto.conf"
+    path.write_text(conf + "\nlog_dest stderr\n", encoding="utf-8")
+    return path
+
+
+def start_broker(shell: Shell, folder: Path) -> None:
+    """The broker the README assumes runs ("With a broker running"), in the shell's network."""
+    if not shell.private_network:
+        assert not _listening(8765), "port 8765, which the README's commands use, is taken"
+        if _listening(1883):
+            return  # a broker already runs where the README says (the Debian package's, say)
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    start = len(shell.text())
+    # disowned: not a job of the shell, so that the README's `kill %1` names what it means; still in the
+    # shell's process group, so that closing the shell stops it
+    shell.run(f"{mosquitto} -c {_broker_config(folder)} 2>/dev/null & disown", "@@broker")
+    check = "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 1883), 1)'"
+    shell.run(f"for i in $(seq 100); do {check} 2>/dev/null && break; sleep 0.1; done; {check}", "@@ready")
+    ready = shell.wait_for(r"@@ready (\d+)", start, timeout=30)
+    assert ready and ready.group(1) == "0", f"mosquitto did not start:\n{shell.text()[start:]}"
 
 
 @pytest.mark.slow
-def test_the_readme_tour_runs_as_written(tmp_path: Path, broker_on_1883: None) -> None:
+def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     commands = tour_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert len(commands) >= 10 and any("publish" in c.text for c in commands)
     work = tmp_path / "tour"
     work.mkdir()
+    (tmp_path / "mosquitto").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRIDORHUB_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     shell = Shell(work, env)
     try:
+        start_broker(shell, tmp_path / "mosquitto")
         for i, command in enumerate(commands):
             start = len(shell.text())
             marker = f"@@tour-{i}"

@@ -21,13 +21,16 @@ LAT0, LON0 = 35.5480, 139.7400  # near Haneda Innovation City
 DEG_LAT_PER_M = 1 / 111_195.0
 
 
-def rows(stream: str, records: Sequence[dict[str, Any]]) -> pa.Table:
-    """A table of ``stream``'s schema; ``date`` is the UTC date of ``ts``; missing columns are null."""
+def rows(stream: str, records: Sequence[dict[str, Any]], received_at: datetime | None = None) -> pa.Table:
+    """A table of ``stream``'s schema; ``date`` is the UTC date of ``ts``; missing columns are null
+    (``received_at`` too, unless given: the hub's receipt time of every row)."""
     schema = SCHEMAS[stream].arrow
     columns = {}
     for f in schema:
         if f.name == "date":
             values: list[Any] = [r["ts"].astimezone(UTC).date() for r in records]
+        elif f.name == "received_at" and received_at is not None:
+            values = [received_at] * len(records)
         else:
             values = [r.get(f.name) for r in records]
         columns[f.name] = pa.array(values, f.type)
@@ -100,12 +103,12 @@ def fleet_records(fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def write_fleet(lake: Lake, *fleets: Fleet) -> Lake:
+def write_fleet(lake: Lake, *fleets: Fleet, received_at: datetime | None = None) -> Lake:
     lake.ensure_tables()
     for stream in ("state", "network", "event"):
         records = [r for fleet in fleets for r in fleet_records(fleet)[stream]]
         if records:
-            lake.append(stream, rows(stream, records))
+            lake.append(stream, rows(stream, records, received_at))
     return lake
 
 

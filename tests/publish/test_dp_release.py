@@ -161,12 +161,12 @@ def test_a_dp_release_is_not_rebuilt_and_a_plain_one_still_is(lake: Lake, tmp_pa
     assert folder_names(settings, "fleet-activity") == [first.version]
     ledger = PrivacyLedger(ledger_path(Path(settings.releases), "fleet-activity"), 1000.0)
     assert len(ledger.entries("fleet-activity")) == 1
-    # A new draw for the same day is a new release: it spends again, and the earlier-release rule holds
-    # back every row that differs from what the first release published.
-    second = publish_release(lake, "fleet-activity", DAY, DAY, settings, allow_empty=True)
-    old = pq.read_table(first.folder / "fleet-activity.parquet").to_pylist()
-    assert all(r in old for r in pq.read_table(second.folder / "fleet-activity.parquet").to_pylist())
-    assert ledger.spent("fleet-activity")[0] == pytest.approx(96.0)
+    # The day was published: a later release of it repeats those rows, draws no new noise, spends nothing.
+    second = publish_release(lake, "fleet-activity", DAY, DAY, settings)
+    old = pq.read_table(first.folder / "fleet-activity.parquet")
+    assert pq.read_table(second.folder / "fleet-activity.parquet").equals(old)
+    assert second.days_repeated == [DAY]
+    assert ledger.spent("fleet-activity")[0] == pytest.approx(48.0)
 
 
 def test_dp_off_changes_nothing(lake: Lake, tmp_path: Path) -> None:

@@ -150,8 +150,12 @@ def test_rows_an_earlier_release_did_not_publish_identically_fail(lake: Lake, co
     changed = set_column(b.table, "distance_km", [1.0, 1.0])
     failures = check(with_table(b, changed), config)
     assert any(
-        "differs from earlier release 2025-03-14_2025-03-14-r1, which covers 2025-03-14" in f
+        "2025-03-14: row" in f and "is not one release 2025-03-14_2025-03-14-r1 published for that day" in f
         for f in failures
+    )
+    fewer = check(with_table(b, b.table.slice(0, 1)), config)  # a subset of the day is refused too
+    assert any(
+        "1 row(s) release 2025-03-14_2025-03-14-r1 published for that day are missing" in f for f in fewer
     )
 
 

@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,7 +20,7 @@ from publish.release import latest_version, list_versions, publish_release
 from store.errors import ConfigError
 from store.lake import Lake
 from store.settings import Settings
-from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake, write_fleet
+from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake, fleet_records, write_fleet
 
 
 def sha256(path: Path) -> str:
@@ -86,21 +86,23 @@ def test_rebuilding_from_the_same_versions_gives_the_same_data_files(lake: Lake,
     assert latest_version(Path(config.releases), "network-quality-mesh") == again.version
 
 
-def test_a_later_release_never_changes_what_an_earlier_one_published(lake: Lake, config: Settings) -> None:
+def test_a_later_release_repeats_a_day_as_it_was_first_published(lake: Lake, config: Settings) -> None:
     first = publish_release(lake, "fleet-activity", DAY, DAY, config)
-    # late data for the released day (12 robots), and a new day
+    # late data for the released day (12 robots, received now), and a new day
     next_day = T0 + timedelta(days=1)
-    write_fleet(
-        lake, Fleet(devices=12, seed=6, device_type="robot"), Fleet(devices=12, seed=7, start=next_day)
-    )
+    write_fleet(lake, Fleet(devices=12, seed=6, device_type="robot"), received_at=datetime.now(UTC))
+    write_fleet(lake, Fleet(devices=12, seed=7, start=next_day))
     second = publish_release(lake, "fleet-activity", DAY, DAY + timedelta(days=1), config)
-    old = {r["device_type"]: r for r in pq.read_table(first.folder / "fleet-activity.parquet").to_pylist()}
+    old = pq.read_table(first.folder / "fleet-activity.parquet").to_pylist()
     new = pq.read_table(second.folder / "fleet-activity.parquet").to_pylist()
-    on_day = {r["device_type"]: r for r in new if r["day_jst"] == DAY}
-    assert set(old) == {"all", "shuttle"}
-    assert on_day == {"shuttle": old["shuttle"]}  # the changed total and the new robots are held back
+    assert [r for r in new if r["day_jst"] == DAY] == old  # the day as it was, neither subset nor change
+    assert {r["device_type"] for r in old} == {"all", "shuttle"}
     assert {r["device_type"] for r in new if r["day_jst"] != DAY} == {"all", "shuttle"}
-    assert second.privacy.extra["cells_suppressed_earlier_releases"] == 2
+    assert second.days_repeated == [DAY]
+    robots = sum(len(v) for v in fleet_records(Fleet(devices=12, seed=6, device_type="robot")).values())
+    assert second.late_samples == {DAY: robots}
+    late = json.loads((Path(lake.root) / "_hub" / "publish" / "late-data.json").read_text())
+    assert late["fleet-activity"][DAY.isoformat()]["late_samples"] == robots
 
 
 def test_versions_are_immutable(lake: Lake, config: Settings) -> None:
