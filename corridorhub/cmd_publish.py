@@ -9,8 +9,8 @@ import click
 from tqdm import tqdm
 
 from corridorhub._options import lake_option, settings_from
-from publish.datasets import DATASETS, default_ids
-from publish.errors import BadDateRange, UnknownDataset
+from publish.datasets import DATASETS, dataset_entry, default_ids
+from publish.errors import BadDateRange
 from publish.release import STEPS, publish_release
 from store.errors import CorridorHubError
 from store.lake import Lake
@@ -71,8 +71,7 @@ def command(
     if date_from is None:
         raise click.UsageError("Give --from DATE (and --to DATE for more than one day)")
     for dataset_id in dataset_ids:
-        if dataset_id not in DATASETS:
-            raise UnknownDataset(f"Unknown dataset {dataset_id!r}: choose one of {', '.join(DATASETS)}")
+        dataset_entry(dataset_id)  # UnknownDataset, naming the choices (or why a dataset was withdrawn)
     date_to = date_to or date_from
     if date_from > date_to:
         raise BadDateRange(f"The date range is reversed: --from {date_from} is after --to {date_to}")

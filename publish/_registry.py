@@ -15,6 +15,7 @@ from typing import Any
 from publish.errors import UnknownDataset
 from publish.model import BuiltDataset, DatasetSpec
 from store.lake import Lake
+from store.releases import WITHDRAWN_DATASETS
 from store.settings import Settings
 
 
@@ -93,6 +94,7 @@ class DatasetEntry:
     rollup: Rollup | None = None
     derivations: Mapping[str, Derivation] = field(default_factory=dict)
     preflight: Callable[[Settings], None] | None = None  # raise a clear error before any work
+    without_dp: str | None = None  # why differential privacy does not cover it (stated in DP-mode releases)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -108,6 +110,8 @@ def register(
     **aggregate: Any,
 ) -> DatasetEntry:
     """Add a dataset.  ``aggregate`` holds the :class:`DatasetEntry` fields of an aggregate dataset."""
+    if spec.id in WITHDRAWN_DATASETS:
+        raise ValueError(f"dataset {spec.id!r} was withdrawn: its id is never reused")
     if spec.id in ENTRIES:
         raise ValueError(f"dataset {spec.id!r} is registered twice")
     entry = DatasetEntry(spec, builder, preflight=preflight, **aggregate)
@@ -125,6 +129,10 @@ def dataset_entry(dataset_id: str) -> DatasetEntry:
     try:
         return ENTRIES[dataset_id]
     except KeyError:
+        if dataset_id in WITHDRAWN_DATASETS:
+            raise UnknownDataset(
+                f"{dataset_id} was withdrawn and is not built any more: {WITHDRAWN_DATASETS[dataset_id]}"
+            ) from None
         raise UnknownDataset(f"Unknown dataset {dataset_id!r}: choose one of {', '.join(ENTRIES)}") from None
 
 

@@ -2,7 +2,7 @@
 
 The dataset's registered builder does the work (``publish.cells`` for the aggregate datasets); this module
 checks what every builder may assume: a known id, a range of at least one day, the dataset's own
-preconditions (a pseudonym secret, a privacy budget...).
+preconditions (a privacy budget...).
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from pathlib import Path
 from publish.datasets import BuildRequest, dataset_entry
 from publish.errors import BadDateRange
 from publish.model import BuiltDataset
-from store.errors import ConfigError
 from store.lake import Lake
 from store.settings import Settings
 
-#: Datasets that pseudonymize devices with the keyed HMAC: they need ``pseudonym_secret``.
-PSEUDONYM_DATASETS = frozenset({"trajectories-sample"})
 #: The longest range one release may cover (a year): a guard against a typo in a year.
 MAX_DAYS = 366
 
@@ -38,11 +35,6 @@ def check_range(date_from: date, date_to: date) -> None:
 
 def check_preconditions(dataset_id: str, settings: Settings) -> None:
     """Refuse early, with the setting's name, what no build can do without."""
-    if dataset_id in PSEUDONYM_DATASETS and settings.pseudonym_secret is None:
-        raise ConfigError(
-            f"Setting 'pseudonym_secret' is missing: {dataset_id} needs it for its daily device pseudonyms "
-            "(set CORRIDORHUB_PSEUDONYM_SECRET or pseudonym_secret in corridorhub.toml; 16+ characters)"
-        )
     entry = dataset_entry(dataset_id)
     if entry.preflight is not None:
         entry.preflight(settings)

@@ -101,7 +101,11 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         space_coarsening=(
             "JIS X 0410 mesh levels " + ", ".join(str(v) for v in mesh_levels)
             if spec.spatial
-            else ("corridor zones" if "zone" in cells.column_names else "none (no spatial column)")
+            else (
+                "corridor zones"
+                if any(c == "zone" or c.endswith("_zone") for c in cells.column_names)
+                else "none (no spatial column)"
+            )
         ),
         cells_before=result.cells_before,
         cells_published=len(result.published),
@@ -119,6 +123,11 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "privacy_zones_removed": source.privacy_zones,
         },
     )
+    if plan is None and settings.dp_epsilon is not None:  # DP is on, but this dataset has no DP plan
+        privacy.extra["differential_privacy"] = {
+            "applied": False,
+            "reason": entry.without_dp or f"{spec.id} has no differential-privacy plan",
+        }
     if plan is not None and noisy is not None:
         days = (request.date_to - request.date_from).days + 1
         privacy.epsilon, privacy.delta = settings.dp_epsilon, settings.dp_delta  # what the ledger charges

@@ -2,7 +2,7 @@
 
 The four aggregate datasets (``network-quality-mesh``, ``traffic-speed-mesh``, ``safety-events``,
 ``fleet-activity``) register themselves from ``publish.aggregates``; other modules add theirs with
-:func:`register` (``trajectories-sample`` from ``publish.trajectories``).  Importing this module loads them
+:func:`register` (``trips-od`` from ``publish.trips_od``).  Importing this module loads them
 all, so ``DATASETS`` is complete once ``publish.datasets`` is imported.
 
 For an aggregate dataset the entry also says, per output column, which lake columns it derives from and
@@ -53,7 +53,7 @@ __all__ = [
 
 
 def _load_registrants() -> None:
-    for module in ("publish.aggregates", "publish.aggregates_dp", "publish.trajectories"):
+    for module in ("publish.aggregates", "publish.aggregates_dp", "publish.trips_od"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
 

@@ -160,10 +160,10 @@ def _write_text(path: Path, text: str) -> None:
 
 def _refuse_secrets(settings: Settings, paths: list[Path]) -> None:
     """Fail when a secret setting's value appears in any file written (e.g. a secret that slipped into
-    ``built.parameters``): a release never carries the pseudonym key or an API token."""
+    ``built.parameters``): a release never carries an API token or a password."""
     secrets = [
         value.encode("utf-8")
-        for value in (settings.pseudonym_secret, settings.ckan_api_key, settings.mqtt_password)
+        for value in (settings.ckan_api_key, settings.mqtt_password)
         if value and len(value) >= 8
     ]
     for path in paths:

@@ -1,7 +1,7 @@
 """What the parts of publishing hand each other: a dataset's description and a built dataset.
 
 A dataset is built (aggregated, anonymized: ``publish.datasets``, ``publish.anonymize``,
-``publish.trajectories``), checked (``publish.gate``), written as files with metadata
+``publish.trips_od``), checked (``publish.gate``), written as files with metadata
 (``publish.export``) and released as an immutable version (``publish.release``).
 """
 
@@ -43,7 +43,7 @@ class DatasetSpec:
     spatial: bool  # cells are JIS mesh codes (GeoJSON of the cells is written) or zones
     time_resolution: str  # e.g. "PT1H", "PT15M", "P1D" (ISO 8601 duration)
     mesh_level: int | None = None  # JIS X 0410 level of the mesh column, when spatial
-    opt_in: bool = False  # built only when asked for explicitly (trajectories-sample)
+    opt_in: bool = False  # built only when asked for explicitly (not by --all)
 
     @property
     def schema(self) -> pa.Schema:

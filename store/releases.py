@@ -49,6 +49,15 @@ MEDIA_TYPES = {
     ".md": "text/markdown; charset=utf-8",
 }
 #: Files whose content is the data itself (downloaded as attachments); the rest is metadata.
+#: Datasets no longer built or served: the reason, which the public routes answer with (410 Gone) while
+#: their earlier releases stay on disk for the hub's staff.  docs/PRIVACY.md says why each was withdrawn.
+WITHDRAWN_DATASETS: Mapping[str, str] = {
+    "trajectories-sample": (
+        "an audit re-identified its trips (148 of 148 trips in classes under 10 devices, 27 unique; one "
+        "15-minute sighting singled out 11 of 103 vehicle-days) and its trimmed starts could be walked back; "
+        "trips between corridor zones are published as counts in trips-od instead"
+    ),
+}
 DATA_SUFFIXES = frozenset({".parquet", ".csv", ".geojson"})
 
 
@@ -172,13 +181,16 @@ class ReleaseStore:
         self.root = Path(root)
 
     def dataset_ids(self) -> list[str]:
-        """Datasets with at least one complete release, by id."""
+        """Datasets with at least one complete release, by id (withdrawn datasets are not listed)."""
         if not self.root.is_dir():
             return []
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and _plain_name(p.name) and self.versions(p.name)
+            if p.is_dir()
+            and _plain_name(p.name)
+            and p.name not in WITHDRAWN_DATASETS
+            and self.versions(p.name)
         )
 
     def versions(self, dataset: str) -> list[str]:

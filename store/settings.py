@@ -127,7 +127,6 @@ _BOUNDS: dict[str, _Bounds] = {
     "publish_k": _Bounds(2, 10_000),
     "publish_dominance": _Bounds(0, 1, open_low=True),
     "publish_lateness_h": _Bounds(0, 24 * 31),
-    "trip_trim_m": _Bounds(0, 10_000),
     "dp_epsilon": _Bounds(0, 100, open_low=True),
     "dp_delta": _Bounds(0, 0.01, open_high=True),
     "dp_budget_epsilon": _Bounds(0, 1000, open_low=True),
@@ -218,19 +217,9 @@ class Settings:
             "published once, from what the hub had received by then."
         ),
     )
-    pseudonym_secret: str | None = field(
-        default=None,
-        repr=False,
-        metadata=_help(
-            "Key of the daily HMAC pseudonyms in trajectories-sample (never written out).", secret=True
-        ),
-    )
     privacy_zones_file: Path | None = field(
         default=None,
         metadata=_help("GeoJSON of privacy zones (depots, homes, hospitals) publishing removes."),
-    )
-    trip_trim_m: float = field(
-        default=200.0, metadata=_help("Metres trimmed from each end of a published trip.")
     )
     dp_epsilon: float | None = field(
         default=None, metadata=_help("Differential privacy: epsilon spent per release (off when unset).")
@@ -262,8 +251,6 @@ class Settings:
             bounds.check(name, getattr(self, name))
         if self.buffer_bytes < self.max_payload_bytes:
             raise ConfigError("Setting 'buffer_bytes' must be at least 'max_payload_bytes'")
-        if self.pseudonym_secret is not None and len(self.pseudonym_secret) < 16:
-            raise ConfigError("Setting 'pseudonym_secret' must be at least 16 characters")
         for name in ("sql_memory_limit", "sql_max_temp_size"):
             if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", getattr(self, name)):
                 raise ConfigError(

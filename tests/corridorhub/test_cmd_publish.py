@@ -80,7 +80,7 @@ def test_publish_all_with_a_bom_then_a_longer_range(paths: tuple[str, str]) -> N
         ),
         (
             ["--dataset", "trajectories-sample", "--from", "2025-03-14"],
-            "Error: Setting 'pseudonym_secret' is missing: trajectories-sample needs it",
+            "Error: trajectories-sample was withdrawn and is not built any more: an audit",
         ),
         (["--from", "2025-03-14"], "Give --dataset ID (repeatable) or --all"),
         (["--all"], "Give --from DATE"),

@@ -270,12 +270,12 @@ def test_data_dictionary_in_japanese_and_english_with_units(tmp_path: Path) -> N
 
 
 def test_a_secret_in_the_parameters_is_never_written(tmp_path: Path) -> None:
-    secret = "s3cret-pseudonym-key-0123456789"
+    secret = "s3cret-ckan-token-0123456789"
     folder = tmp_path / "r"
     folder.mkdir()
-    built = zone_built(parameters={"pseudonym_key": secret})
+    built = zone_built(parameters={"ckan_token": secret})
     with pytest.raises(PublishError, match="secret"):
-        write_release(built, folder, settings(tmp_path).__class__(pseudonym_secret=secret), version="v1")
+        write_release(built, folder, settings(tmp_path).__class__(ckan_api_key=secret), version="v1")
 
 
 def test_columns_must_match_the_spec(tmp_path: Path) -> None:

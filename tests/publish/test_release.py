@@ -13,11 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from publish.datasets import GATE_CHECKS, register_check
-from publish.errors import GateFailed, NoData, NothingPublishable, ReleaseExists
+from publish.errors import GateFailed, NoData, NothingPublishable, ReleaseExists, UnknownDataset
 from publish.manifest import read_manifest
 from publish.model import BuiltDataset
 from publish.release import latest_version, list_versions, publish_release
-from store.errors import ConfigError
 from store.lake import Lake
 from store.settings import Settings
 from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake, fleet_records, write_fleet
@@ -152,6 +151,7 @@ def test_a_stale_temporary_folder_is_cleaned_up(lake: Lake, config: Settings) ->
     assert not stale.exists()
 
 
-def test_trajectories_need_the_pseudonym_secret(lake: Lake, config: Settings) -> None:
-    with pytest.raises(ConfigError, match="Setting 'pseudonym_secret' is missing: trajectories-sample"):
+def test_the_withdrawn_trajectories_sample_is_refused_by_name(lake: Lake, config: Settings) -> None:
+    with pytest.raises(UnknownDataset, match="trajectories-sample was withdrawn .* trips-od instead"):
         publish_release(lake, "trajectories-sample", DAY, DAY, config)
+    assert not (Path(config.releases) / "trajectories-sample").exists()
