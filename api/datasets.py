@@ -6,6 +6,9 @@
     GET /v1/datasets/{id}/releases/{version}                one release (``latest`` allowed)
     GET /v1/datasets/{id}/releases/{version}/{file}         one file of a release (also HEAD)
 
+A withdrawn dataset (``store.releases.WITHDRAWN_DATASETS``) is listed nowhere and every route of it
+answers 410 Gone (``dataset_withdrawn``) saying why, although its earlier releases stay on disk.
+
 Everything is read from the release folders on disk (``store.releases``): a release is visible once
 ``publish`` has renamed it into place.  A file is served only when the release's ``manifest.json`` lists it
 (or it is the manifest itself): ``ETag`` is the manifest's sha256 (strong, quoted), ``If-None-Match`` gives
@@ -27,7 +30,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from api.errors import ApiError, documented, error_response
 from api.services import services
-from store.releases import LATEST, MANIFEST, Release, ReleaseStore, ServableFile
+from store.releases import LATEST, MANIFEST, WITHDRAWN_DATASETS, Release, ReleaseStore, ServableFile
 
 router = APIRouter(prefix="/v1/datasets", tags=["public"])
 
@@ -172,7 +175,17 @@ def _no_release(dataset: str, version: str) -> ApiError:
     )
 
 
+def _withdrawn(dataset: str) -> ApiError:
+    return ApiError(
+        410,
+        "dataset_withdrawn",
+        f"{dataset} was withdrawn and its releases are no longer served: {WITHDRAWN_DATASETS[dataset]}",
+    )
+
+
 def _known(releases: ReleaseStore, dataset: str) -> None:
+    if dataset in WITHDRAWN_DATASETS:
+        raise _withdrawn(dataset)
     if not releases.versions(dataset):
         raise _no_dataset(dataset)
 
@@ -186,7 +199,7 @@ def list_datasets(request: Request) -> DatasetList:
 
 
 @router.get("/{dataset}", response_model=DatasetDetail, summary="One open dataset and its latest release",
-            responses=documented(404))  # fmt: skip
+            responses=documented(404, 410))  # fmt: skip
 def get_dataset(request: Request, dataset: DatasetId) -> DatasetDetail:
     releases = store(request)
     _known(releases, dataset)
@@ -195,7 +208,7 @@ def get_dataset(request: Request, dataset: DatasetId) -> DatasetDetail:
 
 
 @router.get("/{dataset}/releases", response_model=ReleaseList, summary="Every release of one dataset",
-            responses=documented(404))  # fmt: skip
+            responses=documented(404, 410))  # fmt: skip
 def list_releases(request: Request, dataset: DatasetId) -> ReleaseList:
     """Oldest version first; each with its JST date range, rows, privacy applied and file URLs."""
     releases = store(request)
@@ -208,7 +221,7 @@ def list_releases(request: Request, dataset: DatasetId) -> ReleaseList:
 
 
 @router.get("/{dataset}/releases/{version}", response_model=ReleaseOut, summary="One release",
-            responses=documented(404))  # fmt: skip
+            responses=documented(404, 410))  # fmt: skip
 def get_release(request: Request, dataset: DatasetId, version: Version) -> ReleaseOut:
     """``latest`` stands for the version published last (the answer names the actual version)."""
     releases = store(request)
@@ -223,7 +236,7 @@ _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file", "content": {"application/octet-stream": {}}},
     206: {"description": "Part of the file (Range)"},
     304: {"description": "Not modified (If-None-Match matched the ETag)"},
-    **documented(400, 404, 416),
+    **documented(400, 404, 410, 416),
 }
 
 

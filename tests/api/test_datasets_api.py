@@ -305,3 +305,32 @@ def test_an_empty_or_missing_releases_folder_lists_nothing(tmp_path: Path) -> No
     with TestClient(create_app(Settings(lake=tmp_path / "lake", releases=tmp_path / "absent"))) as client:
         assert client.get("/v1/datasets").json() == {"datasets": []}
         assert_error_shape(client.get("/v1/datasets/traffic-speed-mesh"), 404, "dataset_not_found")
+
+
+def test_an_earlier_release_of_the_withdrawn_trajectories_sample_is_gone(tmp_path: Path) -> None:
+    """trajectories-sample was withdrawn (docs/PRIVACY.md): its releases on disk are listed nowhere and
+    every route of it answers 410 Gone, saying why, even for a file its manifest lists."""
+    releases = tmp_path / "releases"
+    write_release_folder(
+        releases,
+        "trajectories-sample",
+        "2025-03-14_2025-03-14-r1",
+        {"trajectories-sample.csv": b"a\r\n1\r\n"},
+    )
+    write_release_folder(releases, "kept", "v1", {"kept.csv": b"a\r\n1\r\n"})
+    with TestClient(create_app(Settings(lake=tmp_path / "lake", releases=releases))) as client:
+        assert [d["id"] for d in client.get("/v1/datasets").json()["datasets"]] == ["kept"]
+        assert "trajectories-sample" not in client.get("/").text
+        assert "trajectories-sample" not in client.get("/?lang=en").text
+        base = "/v1/datasets/trajectories-sample"
+        for path in (
+            base,
+            f"{base}/releases",
+            f"{base}/releases/latest",
+            f"{base}/releases/2025-03-14_2025-03-14-r1/trajectories-sample.csv",
+            f"{base}/releases/latest/manifest.json",
+        ):
+            error = assert_error_shape(client.get(path), 410, "dataset_withdrawn")
+            assert isinstance(error["message"], str)
+            assert "withdrawn" in error["message"] and "trips-od" in error["message"], path
+        assert client.head(f"{base}/releases/latest/manifest.json").status_code == 410
