@@ -65,18 +65,37 @@ def _mesh_base(table: str, bucket_sql: str, columns: str, where: str = "true") -
     FROM {table} WHERE jis_mesh(lat, lon, {MESH_LEVEL}) IS NOT NULL AND {where}"""
 
 
+_NETWORK_MEASURES = (("rsrp_dbm", 1), ("sinr_db", 1), ("rtt_ms", 1), ("dl_mbps", 2), ("ul_mbps", 2))
+_NETWORK_QUANTILES = (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
+
+
 def network_quality(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Candidates:
     base = _mesh_base("network", "date_trunc('hour', ts)", "rat, rsrp_dbm, sinr_db, rtt_ms, dl_mbps, ul_mbps")
     quantiles = ", ".join(
         f"round(quantile_cont({m}, {q}), {digits}) AS {m}_{label}"
-        for m, digits in (("rsrp_dbm", 1), ("sinr_db", 1), ("rtt_ms", 1), ("dl_mbps", 2), ("ul_mbps", 2))
-        for label, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
+        for m, digits in _NETWORK_MEASURES
+        for label, q in _NETWORK_QUANTILES
     )
     share = "round(avg(CASE WHEN rat IN ('NR_SA', 'NR_NSA') THEN 1.0 WHEN rat IS NOT NULL THEN 0.0 END), 4)"
     con.execute(f"CREATE OR REPLACE TEMP TABLE mesh_base AS {base}")
     base = "SELECT * FROM mesh_base"
     cells = fetch_arrow(con, _both_levels("hour_start", base, f"{quantiles}, {share} AS nr_share"))
-    return Candidates(cells, fetch_arrow(con, _leaves("hour_start", base)))
+    # Each percentile is over the samples that carry its measure, nr_share over those with a known rat:
+    # per leaf and device, how many values it gave (publish.cells.withhold_statistics checks them).
+    counts = ", ".join(f"count({m}) AS {m}" for m in (*(m for m, _ in _NETWORK_MEASURES), "rat"))
+    populations = fetch_arrow(
+        con,
+        f"SELECT t AS hour_start, m5 AS mesh_code, device, operator, {counts} FROM mesh_base "
+        "GROUP BY ALL ORDER BY ALL",
+    )
+    population_of = {f"{m}_{label}": m for m, _ in _NETWORK_MEASURES for label, _ in _NETWORK_QUANTILES}
+    population_of["nr_share"] = "rat"
+    return Candidates(
+        cells,
+        fetch_arrow(con, _leaves("hour_start", base)),
+        populations=populations,
+        population_of=population_of,
+    )
 
 
 def traffic_speed(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Candidates:

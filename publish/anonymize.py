@@ -16,12 +16,13 @@ Rules, in order (docs/PRIVACY.md explains each and why):
    (``publish.closure``; ``publish.cells`` puts them in).
 4. **Complementary suppression** (the *residual rule*): for every published row P, the leaves under P that
    no published row below P covers form P's *residual*: its aggregate is what subtraction reveals
-   (P minus the published rows below it).  A non-empty residual must itself pass k and dominance; while
-   one does not, the smallest published row directly below P (least weight, then fewest devices) is
-   suppressed too, which adds its leaves to the residual.  The residual grows to P itself at worst,
-   which passes, so the loop ends.  Published values of a tree of nested sets can be combined only into
-   unions of residuals (they partition the leaves of each published row), so this rule is sound for
-   every linear combination, not just one subtraction.
+   (P minus the published rows below it).  A non-empty residual must itself pass k and dominance, and
+   the devices of P found in no published row below it (what P's device count minus theirs reveals)
+   must be none or at least k; while one does not, the smallest published row directly below P (least
+   weight, then fewest devices) is suppressed too, which adds its leaves to the residual.  The
+   residual grows to P itself at worst, which passes, so the loop ends.  Published values of a tree of
+   nested sets can be combined only into unions of residuals (they partition the leaves of each
+   published row), so this rule is sound for every linear combination, not just one subtraction.
 """
 
 from __future__ import annotations
@@ -130,6 +131,23 @@ class CellIndex:
         devices = sum(len(d) for d in operator_devices.values())
         return max(len(d) for d in operator_devices.values()) / devices > self.dominance
 
+    def devices(self, leaves: set[Key]) -> set[str]:
+        return {d for leaf in leaves for d in self.leaves.get(leaf, {})}
+
+    def residual_failure(self, leaves: set[Key], covered: set[Key]) -> str | None:
+        """What subtraction reveals of the row over ``leaves`` minus the published rows covering
+        ``covered``: the residual's values (k and dominance over the residual leaves), and its devices: the
+        devices in no covered leaf (the total's device count minus the published ones') must be none or
+        at least k.  None when it passes (an empty residual always does)."""
+        residual = leaves - covered
+        if not residual:
+            return None
+        failure = self.failure(residual)
+        if failure is not None:
+            return failure
+        only_residual = len(self.devices(leaves) - self.devices(covered))
+        return "k" if 0 < only_residual < self.k else None
+
     def size(self, leaves: set[Key]) -> tuple[float, int]:
         devices = {d for leaf in leaves for d in self.leaves.get(leaf, {})}
         weight = sum(w for leaf in leaves for _, w in self.leaves.get(leaf, {}).values())
@@ -225,8 +243,7 @@ def _complementary(
                 continue
             covered_rows = [r for r in strictly_below[parent] if r in published]
             covered = set().union(*(below[r] for r in covered_rows)) if covered_rows else set()
-            residual = below[parent] - covered
-            if not residual or index.failure(residual) is None:
+            if not covered_rows or index.residual_failure(below[parent], covered) is None:
                 continue
             # The published rows directly below `parent`: no published row between them and it.
             frontier = [

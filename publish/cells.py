@@ -9,23 +9,25 @@ privacy report, the provenance and what the gate needs (``internal``, never writ
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from publish._registry import BuildRequest, dataset_entry
+from publish._registry import BuildRequest, DatasetEntry, dataset_entry
 from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
 from publish.closure import privacy_zones_sha256
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells
-from publish.previous import FirstPublication, read_earlier
+from publish.previous import FirstPublication, Key, read_earlier, rows_by_key
 from publish.rules import check_derivations
 from publish.source import open_source
 from store.geo import corridor_zones, mesh_bounds
+from store.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Candidates:
     contributions: pa.Table  # key columns of the leaves + device, operator, weight
     denominators: pa.Table | None = None  # another population a measure depends on (checked by the gate)
     denominator_keys: tuple[str, ...] = ()
+    # Statistics over only some samples of a cell (a percentile of a measure some samples lack): per leaf
+    # and device, the operator and one count column per population, and which output column reads which.
+    populations: pa.Table | None = None
+    population_of: Mapping[str, str] = field(default_factory=dict)
 
 
 Query = Callable[[duckdb.DuckDBPyConnection, BuildRequest], Candidates]
@@ -84,6 +90,9 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     else:
         result = suppress(cells, index, time_column=entry.time_column, repeated_days=frozenset(repeated))
     table = cells.filter(published_mask(cells, keys, result.published))
+    withheld: dict[str, int] = {}
+    if plan is None:
+        table, withheld = withhold_statistics(table, candidates, entry, settings)
     if repeated:  # the days published before: their first release's rows, as they are
         names = table.column_names
         rows = [dict(zip(names, row, strict=True)) for p in repeated.values() for row in p.rows]
@@ -120,6 +129,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
                 "received by then; a later release repeats that release's rows for the day, byte for byte"
             ),
             "days_repeated": {d.isoformat(): p.release.folder.name for d, p in sorted(repeated.items())},
+            "statistics_withheld": withheld,
             "privacy_zones_removed": source.privacy_zones,
         },
     )
@@ -157,6 +167,8 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "contributions": contributions,
             "denominators": candidates.denominators,
             "denominator_keys": candidates.denominator_keys,
+            "populations": _cast_keys(candidates.populations, cells, keys),
+            "population_of": dict(candidates.population_of),
             "previous": list(request.previous),
             "repeated_days": frozenset(repeated),
             "identifiers": identifiers,
@@ -166,6 +178,56 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     if plan is not None:
         built.parameters.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
     return built
+
+
+def withhold_statistics(
+    table: pa.Table, candidates: Candidates, entry: DatasetEntry, settings: Settings
+) -> tuple[pa.Table, dict[str, int]]:
+    """Empty each published statistic whose own population fails k or dominance.
+
+    A percentile of a measure is computed over the samples that carry it, not over every sample of the
+    cell: one operator's devices may be the only ones reporting it (or most of them: one operator's values
+    can decide a median).  Such a value is published only when the devices and operators behind *it* pass
+    k and dominance, as a rate's distance must; otherwise it is left empty and counted in the report."""
+    if candidates.populations is None or not candidates.population_of or table.num_rows == 0:
+        return table, {}
+    keys = entry.key_columns
+    published = set(rows_by_key(table, keys))
+    failing: dict[str, set[Key]] = {}
+    for population in sorted(set(candidates.population_of.values())):
+        contributions = _population(candidates.populations, population, table, keys)
+        index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
+        below = index.leaves_below(published)
+        failing[population] = {key for key in published if not below[key] or index.failure(below[key])}
+    key_rows = list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
+    withheld: dict[str, int] = {}
+    for name, population in sorted(candidates.population_of.items()):
+        values = table.column(name).to_pylist()
+        kept = [
+            None if tuple(key) in failing[population] else v for key, v in zip(key_rows, values, strict=True)
+        ]
+        withheld[name] = sum(v is not None for v in values) - sum(v is not None for v in kept)
+        table = table.set_column(
+            table.column_names.index(name), name, pa.array(kept, table.schema.field(name).type)
+        )
+    return table, withheld
+
+
+def _cast_keys(table: pa.Table | None, cells: pa.Table, keys: tuple[str, ...]) -> pa.Table | None:
+    if table is None:
+        return None
+    for key in keys:
+        i = table.column_names.index(key)
+        table = table.set_column(i, key, table.column(key).cast(cells.schema.field(key).type))
+    return table
+
+
+def _population(populations: pa.Table, name: str, cells: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """The contributions of one population: leaf keys, device, operator, weight (its count), count > 0."""
+    counts = populations.column(name).cast(pa.float64())
+    table = populations.select([*keys, "device", "operator"]).append_column("weight", counts)
+    table = table.filter(pc.greater(table.column("weight"), 0))
+    return _with_key_types(table, cells, keys)
 
 
 def _repeated_days(

@@ -14,7 +14,9 @@ the statistics) and the files of earlier releases:
 * k and dominance: every row's leaves hold at least k distinct devices and no operator above the
   dominance share; the published device counts agree with the contributions and are at least k;
 * subtraction: for every published row, its residual (its leaves not covered by published rows below it)
-  passes k and dominance; a measure with its own population (a rate's distance) passes too;
+  passes k and dominance, and the devices found only in the residual (what the row's device count minus
+  the published ones' reveals) are none or at least k; a measure with its own population (a rate's
+  distance, a percentile over the samples that carry its value) passes too;
 * days published before: the rows of such a day are exactly the rows of the release that published it
   first (a day is published once: ``publish.closure``); the checks above apply to the new days.
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -287,9 +289,51 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
                     f"row {_describe(keys, key)} minus the published rows below it reveals "
                     f"{len(residual)} suppressed cells: {verdict}"
                 )
+            only_residual = len(leaves.devices(below[key]) - leaves.devices(covered))
+            if 0 < only_residual < settings.publish_k:
+                residual_lines.append(
+                    f"row {_describe(keys, key)} minus the published rows below it reveals "
+                    f"{only_residual} devices found only in suppressed cells (< k={settings.publish_k})"
+                )
     out += _capped("cells", cell_lines) + _capped("subtraction", residual_lines)
     out += _denominator_problems(built, settings)
+    out += _population_problems(built, keys, ancestors, settings)
     return out
+
+
+def _population_problems(
+    built: BuiltDataset, keys: tuple[str, ...], ancestors: Callable[[Key], list[Key]], settings: Settings
+) -> list[str]:
+    """A statistic over only some samples of a row (a percentile of a measure some samples lack) is
+    published only when the devices and operators behind its values pass k and dominance themselves."""
+    populations = built.internal.get("populations")
+    population_of: dict[str, str] = dict(built.internal.get("population_of") or {})
+    if not isinstance(populations, pa.Table) or not population_of:
+        return []
+    table = built.table
+    rows = rows_by_key(table, keys)
+    lines = []
+    for population in sorted(set(population_of.values())):
+        counts = populations.column(population).to_pylist()
+        contributions = populations.select([*keys, "device", "operator"]).append_column(
+            "weight", pa.array([float(c or 0) for c in counts], pa.float64())
+        )
+        contributions = contributions.filter(pa.array([bool(c) for c in counts], pa.bool_()))
+        leaves = _Leaves(contributions, keys, settings.publish_k, settings.publish_dominance)
+        below: dict[Key, set[Key]] = {key: set() for key in rows}
+        for leaf in leaves.by_leaf:
+            for row in (leaf, *ancestors(leaf)):
+                if row in below:
+                    below[row].add(leaf)
+        columns = [name for name, p in sorted(population_of.items()) if p == population]
+        for key, row in sorted(rows.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            shown = [c for c in columns if row[table.column_names.index(c)] is not None]
+            if not shown:
+                continue
+            verdict = leaves.verdict(below[key]) if below[key] else "no values behind it"
+            if verdict:
+                lines.append(f"row {_describe(keys, key)}: {', '.join(shown)} over {population}: {verdict}")
+    return _capped("statistics", lines)
 
 
 def _dp_dominance_problems(leaves: _Leaves, keys: tuple[str, ...], below: dict[Key, set[Key]]) -> list[str]:
