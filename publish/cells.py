@@ -123,7 +123,10 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         cells_suppressed_complementary=result.suppressed_complementary,
         extra={
             "cells_suppressed_earlier_releases": result.suppressed_previous,
-            "complementary_rule": "residual of every published total or coarser cell passes k and dominance",
+            "complementary_rule": (
+                "residual of every published total or coarser cell passes k and dominance, and the devices "
+                "found only in it are none or at least k"
+            ),
             "earlier_releases_rule": (
                 "a day is published once, closed (publish_lateness_h after it ends), from what the hub had "
                 "received by then; a later release repeats that release's rows for the day, byte for byte"
