@@ -13,13 +13,25 @@ import pytest
 from publish.build import build_dataset
 from publish.datasets import DATASETS, ENTRIES, Derivation, Use, default_ids, derive
 from publish.errors import BadDateRange, NoData, UnknownDataset, UnsafeColumn
+from publish.gate import check
 from publish.rules import check_derivations, raw_lake_columns
 from store.geo import jis_mesh
 from store.lake import Lake
 from store.settings import Settings
-from tests.publish.telemetry import DAY, DEG_LAT_PER_M, LAT0, LON0, T0, Fleet, fleet_lake, write_fleet
+from tests.publish.telemetry import (
+    DAY,
+    DEG_LAT_PER_M,
+    LAT0,
+    LON0,
+    T0,
+    Fleet,
+    fleet_lake,
+    fleet_records,
+    rows,
+    write_fleet,
+)
 
-AGGREGATES = ("network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity")
+AGGREGATES = ("network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity", "trips-od")
 NEVER = {"operator", "device_id", "seq", "detail", "extra", "cell_id", "odometer_m", "lat", "lon", "ts"}
 
 
@@ -35,7 +47,7 @@ def settings_for(tmp_path: Path, **kw: object) -> Settings:
     return Settings(lake=tmp_path / "lake", releases=tmp_path / "releases", **kw)  # type: ignore[arg-type]
 
 
-def test_registry_has_the_four_aggregates_with_documented_columns() -> None:
+def test_registry_has_the_aggregates_with_documented_columns() -> None:
     assert set(AGGREGATES) <= set(DATASETS)
     assert set(AGGREGATES) <= set(default_ids())
     for dataset_id in AGGREGATES:
@@ -190,3 +202,28 @@ def test_settings_decide_k(lake: Lake, tmp_path: Path) -> None:
         lake, "fleet-activity", DAY, DAY, dataclasses.replace(settings_for(tmp_path), publish_k=16)
     )
     assert strict.table.num_rows == 0 and strict.privacy.cells_suppressed_k == 2
+
+
+def test_a_percentile_only_one_operator_measured_is_left_empty(tmp_path: Path) -> None:
+    """Dominance of a statistic's own values: every cell passes k and dominance on its samples, but only
+    op0's 4 devices report RSRP, so the RSRP percentiles would be op0's alone (one operator's values
+    decide a median): they are left empty and counted; the other measures stay."""
+    records = fleet_records(Fleet(devices=12))
+    network = [r | {"rsrp_dbm": None} if r["operator"] != "op0" else r for r in records["network"]]
+    lake = Lake(tmp_path / "lake")
+    lake.ensure_tables()
+    lake.append("network", rows("network", network))
+    config = settings_for(tmp_path)
+    built = build_dataset(lake, "network-quality-mesh", DAY, DAY, config)
+    table = built.table
+    assert table.num_rows > 0
+    for column in ("rsrp_dbm_p10", "rsrp_dbm_median", "rsrp_dbm_p90"):
+        assert set(table.column(column).to_pylist()) == {None}, column
+        assert built.privacy.extra["statistics_withheld"][column] == table.num_rows
+    assert None not in table.column("sinr_db_median").to_pylist()
+    assert check(built, config) == []
+    # the gate finds a percentile put back over op0's values alone
+    i = table.column_names.index("rsrp_dbm_median")
+    leaky = table.set_column(i, "rsrp_dbm_median", pa.array([-90.0] * table.num_rows, pa.float64()))
+    problems = check(dataclasses.replace(built, table=leaky), config)
+    assert any("rsrp_dbm_median over rsrp_dbm: 4 distinct devices < k=10" in p for p in problems), problems

@@ -46,7 +46,8 @@ def set_column(table: pa.Table, name: str, values: list[object]) -> pa.Table:
 
 
 @pytest.mark.parametrize(
-    "dataset_id", ["network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity"]
+    "dataset_id",
+    ["network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity", "trips-od"],
 )
 def test_what_the_builder_makes_passes(lake: Lake, config: Settings, dataset_id: str) -> None:
     assert check(built(lake, dataset_id, config), config) == []
