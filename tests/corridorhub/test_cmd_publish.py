@@ -49,7 +49,13 @@ def test_publish_all_with_a_bom_then_a_longer_range(paths: tuple[str, str]) -> N
         releases,
     )
     published = sorted(p.name for p in Path(releases).iterdir())
-    assert published == ["fleet-activity", "network-quality-mesh", "safety-events", "traffic-speed-mesh"]
+    assert published == [
+        "fleet-activity",
+        "network-quality-mesh",
+        "safety-events",
+        "traffic-speed-mesh",
+        "trips-od",
+    ]
     assert result.exit_code == 0, result.output
     csv_file = Path(releases) / "fleet-activity" / "2025-03-14_2025-03-14-r1" / "fleet-activity.csv"
     assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")
@@ -64,7 +70,7 @@ def test_publish_all_with_a_bom_then_a_longer_range(paths: tuple[str, str]) -> N
         (
             ["--dataset", "nope", "--from", "2025-03-14"],
             "Error: Unknown dataset 'nope': choose one of network-quality-mesh, traffic-speed-mesh, "
-            "safety-events, fleet-activity",
+            "safety-events, fleet-activity, trips-od",
         ),
         (
             ["--dataset", "fleet-activity", "--from", "2025-03-15", "--to", "2025-03-14"],
@@ -106,7 +112,7 @@ def test_exhausted_k_in_all_mode_lists_each_dataset(
     result = run("--all", "--from", "2025-03-14", "--lake", lake, "--releases", releases)
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 4 and all("Nothing to publish" in line for line in lines)
+    assert len(lines) == 5 and all("Nothing to publish" in line for line in lines)
 
 
 def test_a_missing_lake_is_one_error_that_says_how_a_lake_is_made_and_leaves_nothing(tmp_path: Path) -> None:
