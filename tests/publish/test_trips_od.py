@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from frictionless import validate
 
 from publish.build import build_dataset
 from publish.gate import check
@@ -241,3 +242,21 @@ def test_trips_over_midnight_count_on_each_day_whatever_the_range(tmp_path: Path
     assert [r for r in both if r["day_jst"] == DAY] == alone
     assert {r["day_jst"] for r in both} == {DAY, DAY + timedelta(days=1)}
     assert od(alone)[("hic", ALL_DESTINATIONS)] == (12, 12)
+
+
+def test_its_metadata_are_those_of_every_release(tmp_path: Path, config: Settings) -> None:
+    """Data dictionary in both languages, a valid Data Package, privacy figures in every metadata file."""
+    lake = trips_lake(tmp_path / "lake", shuttles("hic", "tenkubashi", range(12)))
+    folder = publish_release(lake, "trips-od", DAY, DAY, config).folder
+    report = validate(folder / "datapackage.json")
+    assert report.valid, report.to_summary()
+    dictionary = (folder / "data_dictionary.csv").read_bytes().decode("utf-8")
+    for column in TRIPS_OD.columns:
+        assert column.title_ja in dictionary and column.description_en in dictionary
+    privacy = json.loads((folder / "privacy.json").read_text())["privacy"]
+    package = json.loads((folder / "datapackage.json").read_text())
+    assert package["privacy"]["k"] == privacy["k"] == K
+    assert package["privacy"]["cells_published"] == privacy["cells_published"] == 2
+    dcat = (folder / "dcat.jsonld").read_text(encoding="utf-8")
+    assert "trips-od" in dcat and "ゾーン間トリップ数" in dcat
+    assert not (folder / "trips-od.geojson").exists()  # zones, not mesh cells
