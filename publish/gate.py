@@ -24,8 +24,8 @@ Under differential privacy (``built.internal["differential_privacy"]``) the publ
 noisy: k is checked on them, dominance on the true contributions, and the true-count, device-agreement and
 subtraction checks are not made (differences of noisy values are noisy; docs/PRIVACY.md).
 
-Other datasets (``trajectories-sample``) get the privacy-zone check and the checks registered for them
-with :func:`register_check` (its re-identification test).
+A dataset that is not an aggregate gets the privacy-zone check and the checks registered for it with
+:func:`register_check`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = ["check", "register_check"]
 _IDENTIFIER_NAME = re.compile(
     r"^device$|^device_(id|key|hash|name|pseudonym)$|"
     r"(^|_)(operator|device_id|seq|detail|extra|cell_id|odometer|vin|plate|imei|imsi|msisdn|mac|"
-    r"ip|email|phone|name|note|comment|text|lat|lon|latitude|longitude|payload|topic)($|_)"
+    r"ip|email|phone|name|note|comment|text|lat|lon|latitude|longitude|payload|topic|pseudonym)($|_)"
 )
 _RESOLUTION_S = {"PT1H": 3600, "PT15M": 900, "PT1M": 60, "P1D": 86_400}
 _JST_S = 9 * 3600

@@ -44,6 +44,16 @@ def rows_of(folder: Path, dataset: str) -> list[dict]:
     return pq.read_table(folder / f"{dataset}.parquet").to_pylist()
 
 
+def test_every_dataset_published_by_default_is_attacked_here() -> None:
+    assert set(default_ids()) == {
+        "network-quality-mesh",
+        "traffic-speed-mesh",
+        "safety-events",
+        "fleet-activity",
+        "trips-od",
+    }
+
+
 @pytest.mark.parametrize("dataset", default_ids())
 def test_a_late_vehicle_cannot_be_read_from_the_difference_of_two_releases(
     lake: Lake, config: Settings, dataset: str

@@ -260,3 +260,11 @@ def test_its_metadata_are_those_of_every_release(tmp_path: Path, config: Setting
     dcat = (folder / "dcat.jsonld").read_text(encoding="utf-8")
     assert "trips-od" in dcat and "ゾーン間トリップ数" in dcat
     assert not (folder / "trips-od.geojson").exists()  # zones, not mesh cells
+
+
+def test_the_gate_refuses_a_pseudonym_column(tmp_path: Path, config: Settings) -> None:
+    lake = trips_lake(tmp_path / "lake", shuttles("hic", "tenkubashi", range(12)))
+    built = build_dataset(lake, "trips-od", DAY, DAY, config)
+    renamed = built.table.rename_columns(["day_jst", "pseudonym", *built.table.column_names[2:]])
+    problems = check(dataclasses.replace(built, table=renamed), config)
+    assert any("'pseudonym' has an identifier-like or coordinate name" in p for p in problems), problems
