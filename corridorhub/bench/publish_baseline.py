@@ -97,6 +97,23 @@ SELECT day_jst, CASE WHEN grouping(device_type) = 1 THEN 'all' ELSE device_type 
        round(sum(autonomous_n) / nullif(sum(moded_n), 0), 4) AS autonomous_share
 FROM p GROUP BY GROUPING SETS ((day_jst, device_type), (day_jst)) ORDER BY day_jst, device_type"""
 
+_TRIP_ZONE = "coalesce(s.zone, zone_at(s.lat, s.lon), 'outside')"
+# trips-od: the zones of each trip's first and last sample (the day's trips: the connection holds one day).
+_TRIPS_OD = f"""WITH ends AS (
+    SELECT t.operator, t.device_id, t.start_ts,
+           min({_TRIP_ZONE}) FILTER (WHERE s.ts = t.start_ts) AS origin_zone,
+           min({_TRIP_ZONE}) FILTER (WHERE s.ts = t.end_ts) AS destination_zone
+    FROM trips t JOIN state s
+      ON s.operator = t.operator AND s.device_id = t.device_id AND s.ts IN (t.start_ts, t.end_ts)
+    WHERE s.lat IS NOT NULL AND s.lon IS NOT NULL
+    GROUP BY t.operator, t.device_id, t.start_ts),
+e AS (SELECT CAST(timezone('Asia/Tokyo', start_ts) AS DATE) AS day_jst, origin_zone, destination_zone,
+             operator || '/' || device_id AS device FROM ends)
+SELECT day_jst, origin_zone,
+       CASE WHEN grouping(destination_zone) = 1 THEN 'all' ELSE destination_zone END AS destination_zone,
+       count(*) AS trips, count(DISTINCT device) AS devices
+FROM e GROUP BY GROUPING SETS ((day_jst, origin_zone, destination_zone), (day_jst, origin_zone))"""
+
 #: The bare aggregation of each aggregate dataset's cells, by dataset id.
 BASELINE_SQL: dict[str, str] = {
     "network-quality-mesh": _mesh_cells(
@@ -118,6 +135,7 @@ BASELINE_SQL: dict[str, str] = {
     ),
     "safety-events": _SAFETY_EVENTS,
     "fleet-activity": _FLEET_ACTIVITY,
+    "trips-od": _TRIPS_OD,
 }
 
 
