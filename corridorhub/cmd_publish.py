@@ -9,7 +9,7 @@ import click
 from tqdm import tqdm
 
 from corridorhub._options import lake_option, settings_from
-from publish.datasets import DATASETS, dataset_entry, default_ids
+from publish.datasets import DATASETS, dataset_entry, default_ids, left_out_under_dp
 from publish.errors import BadDateRange
 from publish.release import STEPS, publish_release
 from store.errors import CorridorHubError
@@ -76,7 +76,12 @@ def command(
     if date_from > date_to:
         raise BadDateRange(f"The date range is reversed: --from {date_from} is after --to {date_to}")
     settings = settings_from(ctx, lake=lake, releases=releases)
-    chosen = list(dataset_ids) or default_ids()
+    chosen = list(dataset_ids) or default_ids(settings)
+    if not dataset_ids:
+        for left_out in sorted(set(default_ids()) - set(chosen)):
+            click.echo(
+                f"{left_out}: left out under differential privacy: {left_out_under_dp()[left_out]}", err=True
+            )
     target = Lake(settings.lake)
     target.require()  # once, not once per dataset
     failures: list[str] = []

@@ -50,7 +50,7 @@ def publish_first_release(lake: Lake, settings: Settings, echo: Callable[[str], 
         "once):"
     )
     results = []
-    for dataset in default_ids():
+    for dataset in default_ids(settings):
         try:
             result = publish_release(lake, dataset, day, day, settings, allow_empty=True)
         except CorridorHubError as exc:  # e.g. no data for a stream yet: say so, publish the others

@@ -94,7 +94,7 @@ class DatasetEntry:
     rollup: Rollup | None = None
     derivations: Mapping[str, Derivation] = field(default_factory=dict)
     preflight: Callable[[Settings], None] | None = None  # raise a clear error before any work
-    without_dp: str | None = None  # why differential privacy does not cover it (stated in DP-mode releases)
+    without_dp: str | None = None  # set: left out of releases under differential privacy, for this reason
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -136,6 +136,18 @@ def dataset_entry(dataset_id: str) -> DatasetEntry:
         raise UnknownDataset(f"Unknown dataset {dataset_id!r}: choose one of {', '.join(ENTRIES)}") from None
 
 
-def default_ids() -> list[str]:
-    """The datasets ``--all`` publishes: every one that is not opt-in, in registration order."""
-    return [i for i, e in ENTRIES.items() if not e.spec.opt_in]
+def differential_privacy_on(settings: Settings) -> bool:
+    """Whether releases are made under differential privacy (``dp_epsilon`` set, as in ``publish.noise``)."""
+    return settings.dp_epsilon is not None
+
+
+def left_out_under_dp() -> dict[str, str]:
+    """The datasets left out of releases under differential privacy, each with the reason."""
+    return {i: e.without_dp for i, e in ENTRIES.items() if e.without_dp is not None}
+
+
+def default_ids(settings: Settings | None = None) -> list[str]:
+    """The datasets ``--all`` publishes: every one that is not opt-in, in registration order; with
+    ``settings`` under differential privacy, not those left out of it (:func:`left_out_under_dp`)."""
+    skip = left_out_under_dp() if settings is not None and differential_privacy_on(settings) else {}
+    return [i for i, e in ENTRIES.items() if not e.spec.opt_in and i not in skip]

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from publish._registry import BuildRequest, DatasetEntry, dataset_entry
+from publish._registry import BuildRequest, DatasetEntry, dataset_entry, left_out_under_dp
 from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
 from publish.closure import privacy_zones_sha256
 from publish.errors import NoData
@@ -136,16 +136,13 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "privacy_zones_removed": source.privacy_zones,
         },
     )
-    if plan is None and settings.dp_epsilon is not None:  # DP is on, but this dataset has no DP plan
-        privacy.extra["differential_privacy"] = {
-            "applied": False,
-            "reason": entry.without_dp or f"{spec.id} has no differential-privacy plan",
-        }
     if plan is not None and noisy is not None:
         days = (request.date_to - request.date_from).days + 1
         privacy.epsilon, privacy.delta = settings.dp_epsilon, settings.dp_delta  # what the ledger charges
         privacy.extra["complementary_rule"] = "not applied under differential privacy (values are noisy)"
         privacy.extra["differential_privacy"] = dp_parameters(plan, dp_report, days)
+        # what the guarantee does not extend to: datasets not released at all while DP is on, and why
+        privacy.extra["left_out_under_differential_privacy"] = left_out_under_dp()
     identifiers = set(contributions.column("operator").to_pylist())
     identifiers |= {d.partition("/")[2] for d in contributions.column("device").to_pylist()}
     built = BuiltDataset(

@@ -29,6 +29,8 @@ from publish._registry import (
     dataset_entry,
     default_ids,
     derive,
+    differential_privacy_on,
+    left_out_under_dp,
     register,
     register_check,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "dataset_entry",
     "default_ids",
     "derive",
+    "differential_privacy_on",
+    "left_out_under_dp",
     "register",
     "register_check",
 ]

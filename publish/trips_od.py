@@ -16,8 +16,9 @@ table, built and suppressed like the other aggregate datasets (``publish.cells``
   too), closed days and repetition of a day's first release (``publish.closure``, ``publish.previous``).
 
 No device, pseudonym, point or time finer than the day is published.  Under differential privacy
-(``dp_epsilon`` set) the dataset is released with the exact rules above and says so in its metadata:
-:data:`WITHOUT_DP` is the reason given.
+(``dp_epsilon`` set) the dataset is left out: ``--all`` skips it, asking for it by name is refused before
+any work, and every differentially private release names it with the reason (:data:`WITHOUT_DP`) in its
+``privacy.json`` (``left_out_under_differential_privacy``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import functools
 import duckdb
 import pyarrow as pa
 
-from publish._registry import BuildRequest, Rollup, Use, derive, register
+from publish._registry import BuildRequest, Rollup, Use, derive, differential_privacy_on, register
 from publish._specs import OUTSIDE_ZONES
 from publish.cells import Candidates, build_aggregate
+from publish.errors import PublishError
 from publish.model import DatasetSpec, OutputColumn
 from store.lake import fetch_arrow
+from store.settings import Settings
 from store.views import create_analyst_views
 
 DATASET_ID = "trips-od"
@@ -41,9 +44,9 @@ _DAY_SEPARATOR = "|"  # cannot occur in a device_id ([A-Za-z0-9_-]{1,64})
 _JST_DAY = "CAST(timezone('Asia/Tokyo', ts) AS DATE)"
 
 WITHOUT_DP = (
-    "not released with differential privacy: trips-od has no DP plan yet (its cells are not bounded per "
-    "device and no noise is drawn); it is released under k distinct devices, operator dominance and the "
-    "residual rule like a release without differential privacy, and spends no privacy budget"
+    "trips-od has no differential-privacy plan (its cells are not bounded per device and no noise is "
+    "drawn), and an exact release of the same vehicles next to differentially private ones would not keep "
+    "the guarantee they state; it is published only without dp_epsilon"
 )
 
 
@@ -200,6 +203,11 @@ def trips_od(con: duckdb.DuckDBPyConnection, request: BuildRequest) -> Candidate
     return Candidates(cells, leaves)
 
 
+def _refuse_under_dp(settings: Settings) -> None:
+    if differential_privacy_on(settings):
+        raise PublishError(f"{DATASET_ID} is left out of releases under differential privacy: {WITHOUT_DP}")
+
+
 _segmented = derive(Use.TRAVEL, "state.lat", "state.lon", "state.ts") + derive(
     Use.STATISTIC, "state.speed_mps", "state.mode"
 )
@@ -220,6 +228,7 @@ register(
         "devices": derive(Use.COUNT_DISTINCT, "state.device_id"),
     },
     without_dp=WITHOUT_DP,
+    preflight=_refuse_under_dp,
 )
 
 __all__ = ["ALL_DESTINATIONS", "DATASET_ID", "TRIPS_OD", "WITHOUT_DP", "trips_od"]

@@ -126,3 +126,18 @@ def test_a_missing_lake_is_one_error_that_says_how_a_lake_is_made_and_leaves_not
         "(so does `corridorhub demo`); or point --lake at an existing lake"
     ]
     assert not releases.exists() or not any(releases.rglob("*")), sorted(releases.rglob("*"))
+
+
+def test_all_under_differential_privacy_leaves_trips_od_out_and_says_why(
+    paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, releases = paths
+    monkeypatch.setenv("CORRIDORHUB_DP_EPSILON", "1")
+    result = run("--all", "--from", "2025-03-14", "--lake", lake, "--releases", releases)
+    assert "trips-od: left out under differential privacy: trips-od has no differential-privacy plan" in (
+        result.output
+    )
+    assert not (Path(releases) / "trips-od").exists()
+    refused = run("--dataset", "trips-od", "--from", "2025-03-14", "--lake", lake, "--releases", releases)
+    assert refused.exit_code == 1
+    assert "Error: trips-od is left out of releases under differential privacy" in refused.output

@@ -20,6 +20,8 @@ import pytest
 from frictionless import validate
 
 from publish.build import build_dataset
+from publish.datasets import default_ids
+from publish.errors import PublishError
 from publish.gate import check
 from publish.release import publish_release
 from publish.trips_od import ALL_DESTINATIONS, TRIPS_OD, WITHOUT_DP
@@ -209,18 +211,19 @@ def test_a_late_device_changes_no_byte_of_a_day_published_before(tmp_path: Path,
     assert second.late_samples[DAY] == len(state_records(late))
 
 
-def test_under_differential_privacy_it_says_it_is_not_covered_and_spends_nothing(
+def test_under_differential_privacy_it_is_left_out_and_every_dp_release_says_why(
     tmp_path: Path, config: Settings
 ) -> None:
+    """An exact trips-od next to DP releases of the same vehicles would break the guarantee they state."""
     lake = trips_lake(tmp_path / "lake", shuttles("hic", "tenkubashi", range(12)))
     private = dataclasses.replace(config, dp_epsilon=1.0)
-    result = publish_release(lake, "trips-od", DAY, DAY, private)
-    privacy = json.loads((result.folder / "privacy.json").read_text())["privacy"]
-    assert privacy["differential_privacy"] == {"applied": False, "reason": WITHOUT_DP}
-    assert privacy["epsilon"] is None and privacy["k"] == K
-    assert not any(
-        p.name.startswith("privacy-ledger") for p in (Path(config.releases) / "trips-od").iterdir()
-    )
+    with pytest.raises(PublishError, match="trips-od is left out of releases under differential privacy"):
+        publish_release(lake, "trips-od", DAY, DAY, private)
+    assert not (Path(config.releases) / "trips-od").exists()  # refused before any work: nothing spent
+    assert "trips-od" not in default_ids(private) and "trips-od" in default_ids(config)
+    dp = publish_release(lake, "fleet-activity", DAY, DAY, private, allow_empty=True)
+    privacy = json.loads((dp.folder / "privacy.json").read_text())["privacy"]
+    assert privacy["left_out_under_differential_privacy"] == {"trips-od": WITHOUT_DP}
 
 
 def test_trips_over_midnight_count_on_each_day_whatever_the_range(tmp_path: Path, config: Settings) -> None:
