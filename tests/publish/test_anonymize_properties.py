@@ -4,7 +4,8 @@ samples (not from the anonymizer's own bookkeeping):
 * every published cell has at least k distinct devices, and no operator above the dominance share;
 * no cell that fails k or dominance can be derived from the published cells: its indicator vector over the
   finest cells is not in the linear span of the published cells' (totals, the other grid level);
-* more generally, every set of finest cells the public can isolate by subtraction passes k and dominance.
+* more generally, every set of finest cells the public can isolate by subtraction passes k and dominance;
+* and the devices a total's device count minus its published cells' reveals are none or at least k.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def test_residual_rule_leaves_nothing_derivable(case: tuple[pa.Table, int, float
                 c for (c,) in result.published if c in leaves_of[parent] and c != parent
             }
             assert not residual or passes(residual)
+            # device counts: the devices of the parent found in no published child (the parent's device
+            # count minus the children's reveals them) are none or at least k
+            covered = leaves_of[parent] - residual
+            only_residual = {d for c in residual for d, _, _ in members[c]} - {
+                d for c in covered for d, _, _ in members[c]
+            }
+            assert not covered or len(only_residual) == 0 or len(only_residual) >= k, only_residual
 
 
 def _suppress(cells: pa.Table, index: CellIndex) -> Any:
