@@ -17,11 +17,11 @@ import duckdb
 import pyarrow as pa
 
 from publish._registry import BuildRequest, dataset_entry
-from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
+from publish.anonymize import CellIndex, Suppression, published_mask, suppress
 from publish.closure import privacy_zones_sha256
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
-from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells
+from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells, noisy_suppression
 from publish.previous import FirstPublication, read_earlier
 from publish.rules import check_derivations
 from publish.source import open_source
@@ -60,7 +60,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         noisy = noisy_cells(source.con, request, plan, keys) if plan is not None else None
     finally:
         source.con.close()
-    if candidates.cells.num_rows == 0:
+    if candidates.cells.num_rows == 0 and noisy is None:  # under DP the public universe is released
         raise NoData(
             f"No data for {spec.id} from {request.date_from} to {request.date_to} (JST) in the lake at "
             f"{request.lake.root} (tables read: {source.tables_read()})"
@@ -72,11 +72,13 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     repeated = _repeated_days(request, keys, entry.time_column)
     result: Suppression
     if plan is not None and noisy is not None:
-        cells, dp_report = noisy
+        cells = noisy.table
         spec = dp_spec(spec, plan)
-        result = suppress_noisy(
-            cells,
-            index,
+        result = noisy_suppression(
+            noisy,
+            keys,
+            k=settings.publish_k,
+            dominance=settings.publish_dominance,
             devices_column=plan.devices_column,
             time_column=entry.time_column,
             repeated_days=frozenset(repeated),
@@ -121,9 +123,9 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     )
     if plan is not None and noisy is not None:
         days = (request.date_to - request.date_from).days + 1
-        privacy.epsilon, privacy.delta = settings.dp_epsilon, settings.dp_delta  # what the ledger charges
+        privacy.epsilon, privacy.delta = plan.epsilon(settings), plan.delta(settings)  # the ledger's charge
         privacy.extra["complementary_rule"] = "not applied under differential privacy (values are noisy)"
-        privacy.extra["differential_privacy"] = dp_parameters(plan, dp_report, days)
+        privacy.extra["differential_privacy"] = dp_parameters(plan, noisy, days)
     identifiers = set(contributions.column("operator").to_pylist())
     identifiers |= {d.partition("/")[2] for d in contributions.column("device").to_pylist()}
     built = BuiltDataset(
@@ -152,6 +154,8 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "repeated_days": frozenset(repeated),
             "identifiers": identifiers,
             "differential_privacy": plan is not None,
+            "dp_operator_devices": noisy.operator_devices if noisy is not None else {},
+            "dp_threshold": noisy.threshold if noisy is not None else None,
         },
     )
     if plan is not None:

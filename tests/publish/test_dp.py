@@ -1,4 +1,4 @@
-"""Differential privacy (OpenDP) and the privacy ledger.
+"""Differential privacy (OpenDP): calibrated noise, contribution bounding, the threshold without a universe.
 
 The noise tests are statistical: OpenDP cannot be seeded, so they draw thousands of values and allow
 bounds many standard errors wide (a false failure is far less likely than one in a million).
@@ -7,21 +7,15 @@ bounds many standard errors wide (a false failure is far less likely than one in
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from publish.dp import DEVICES, apply_dp, bound_contributions
-from publish.ledger import PrivacyLedger, ledger_path
-from store.errors import ConfigError, PrivacyBudgetExhausted
+from store.errors import ConfigError
 
 SEED = b"a seed that is never published"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cells(n_cells: int, devices_per_cell: int, *, value: float = 10.0) -> pa.Table:
@@ -175,74 +169,3 @@ def test_threshold_selects_cells_without_a_universe() -> None:
     with pytest.raises(ConfigError, match="public list of cells"):
         apply_dp(big, keys=["mesh"], device="device", counts=[], means={}, epsilon=1.0, delta=0.0,
                  contributions=1, seed=SEED)  # fmt: skip
-
-
-# -- the ledger ----------------------------------------------------------------------------------------------
-
-
-def test_ledger_refuses_overspending(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(ledger_path(tmp_path, "traffic-speed-mesh"), budget_epsilon=1.0)
-    assert ledger.remaining("traffic-speed-mesh") == 1.0
-    ledger.spend("traffic-speed-mesh", "v1", 0.3, 1e-6)
-    ledger.spend("traffic-speed-mesh", "v2", 0.7, 1e-6)  # exactly to the budget (float sum 1.0)
-    assert ledger.remaining("traffic-speed-mesh") == pytest.approx(0.0)
-    with pytest.raises(PrivacyBudgetExhausted, match="budget exhausted.*needs epsilon 0.1"):
-        ledger.spend("traffic-speed-mesh", "v3", 0.1, 1e-6)
-    assert ledger.spent("traffic-speed-mesh") == pytest.approx((1.0, 2e-6))
-    assert ledger.remaining("network-quality-mesh") == 1.0  # budgets are per dataset
-    with pytest.raises(PrivacyBudgetExhausted, match="already spent"):
-        PrivacyLedger(ledger.path, budget_epsilon=5.0).spend("traffic-speed-mesh", "v2", 0.1, 0.0)
-
-
-def test_a_failed_release_spends_nothing(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=1.0)
-    with pytest.raises(RuntimeError), ledger.spending("fleet-activity", "v1", 0.8, 0.0):
-        assert ledger.remaining("fleet-activity") == pytest.approx(0.2)  # reserved while it runs
-        raise RuntimeError("the gate failed")
-    assert ledger.remaining("fleet-activity") == 1.0
-    assert ledger.entries() == []
-    with ledger.spending("fleet-activity", "v1", 0.8, 0.0) as entry:
-        pass
-    assert [e.state for e in ledger.entries()] == ["committed"]
-    assert entry.version == "v1"
-
-
-_SPENDER = textwrap.dedent(
-    """
-    import os, sys, time
-    sys.path.insert(0, {root!r})
-    from publish.ledger import PrivacyLedger
-    from store.errors import PrivacyBudgetExhausted
-    ledger = PrivacyLedger({path!r}, budget_epsilon=1.0)
-    deadline = time.monotonic() + 60
-    while not os.path.exists({go!r}) and time.monotonic() < deadline:  # start together
-        time.sleep(0.001)
-    won = 0
-    for i in range(15):
-        try:
-            ledger.spend("safety-events", "{name}-" + str(i), 0.1, 0.0)
-            won += 1
-        except PrivacyBudgetExhausted:
-            pass
-    print(won)
-    """
-)
-
-
-def test_ledger_survives_concurrent_spenders(tmp_path: Path) -> None:
-    path, go = str(tmp_path / "ledger.json"), tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _SPENDER.format(root=str(ROOT), path=path, name=name, go=str(go))],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("a", "b")
-    ]
-    go.touch()
-    won = [int(p.communicate(timeout=120)[0]) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert sum(won) == 10  # 30 attempts of 0.1 against a budget of 1.0: exactly 10 fit
-    ledger = PrivacyLedger(Path(path), budget_epsilon=1.0)
-    assert len(ledger.entries("safety-events")) == 10
-    assert ledger.spent("safety-events")[0] == pytest.approx(1.0)
