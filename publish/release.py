@@ -243,6 +243,11 @@ def publish_release(
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
             ledger.settle(lambda entry: _placed(Path(settings.releases), entry, dataset_id))
+            charged = {e.version for e in ledger.entries(dataset_id)}
+            while version is None and name in charged:  # a deleted release's name: its charge stays
+                stem, _, n = name.rpartition("-r")
+                name = f"{stem}-r{int(n) + 1}"
+            final = dataset_dir / name
             spending = ledger.spending(
                 dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)
             )
