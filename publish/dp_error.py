@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from publish import aggregates_dp  # noqa: F401  (registers the plans)
-from publish.dp import _laplace_int, int_scale, publication_threshold, sum_tail
+from publish.dp import _laplace_int, int_scale
+from publish.dp_threshold import publication_threshold, sum_tail
 from publish.noise import DP_PLANS, DpPlan, noisy_share
 from store.settings import Settings
 

@@ -17,9 +17,9 @@ in one JST day, so each unit is bounded to L cells of its day and the days compo
 of any number of days spends its epsilon once per device-day.  The ledger (``publish.ledger``) adds up what
 all datasets and releases spent on each day.
 
-The device count is noised per (cell, operator) over the public list of operators (the trial operators
-of the testbed are announced: the list is treated as public; it is read as the operators with rows in
-the release's range); ``devices`` is their sum, and whether a cell is published depends only on noisy
+The device count is noised per (cell, operator) over the public list of operators (``dp_operators``; when
+unset, the operators with rows in the release's days, taken as public: the trial operators of the testbed
+are announced); ``devices`` is their sum, and whether a cell is published depends only on noisy
 values (:func:`noisy_suppression`): the noisy device count against k, the largest noisy operator share
 against the dominance share.  Nothing true (counts, shares, existence of data) decides a row.
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -51,14 +52,17 @@ import shapely
 
 from publish._registry import BuildRequest
 from publish.anonymize import Suppression
-from publish.dp import DEVICES, OPERATOR_DEVICES, DpReport, apply_dp, publication_threshold, sum_tail
+from publish.dp import DEVICES, OPERATOR_DEVICES, DpReport, apply_dp
+from publish.dp_threshold import publication_threshold, sum_tail
 from publish.model import DatasetSpec
 from publish.previous import Key, jst_day
+from store.errors import ConfigError
 from store.geo import PrivacyZones, corridor_zones, jis_mesh, mesh_bounds, mesh_level, mesh_polygon
 from store.settings import Settings
 
 UniverseSpace = Callable[[Settings], list[Any]]
 _JST = timezone(timedelta(hours=9))
+_OPERATOR = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def noisy_cells(
     )
     public_space = pa.array(plan.space(settings), key_schema.field(plan.space_column).type)
     rows = rows.filter(pc.is_in(rows.column(plan.space_column), value_set=public_space))
-    operators = tuple(sorted({d.partition("/")[0] for d in devices}))
+    operators = public_operators(settings) or tuple(sorted({d.partition("/")[0] for d in devices}))
     noisy, report = apply_dp(
         rows,
         keys=list(key_columns),
@@ -221,6 +225,20 @@ def noisy_cells(
     false_cells = per_day * sum_tail(scale, terms, threshold)
     table = _spec_columns(noisy, spec, plan, key_columns)
     return NoisyCells(table, report, operators, per_operator, threshold, false_cells)
+
+
+def public_operators(settings: Settings) -> tuple[str, ...]:
+    """The operators of ``dp_operators`` (empty when unset), checked against the MQTT contract's names."""
+    if not settings.dp_operators:
+        return ()
+    names = tuple(sorted({n.strip() for n in settings.dp_operators.split(",") if n.strip()}))
+    bad = [n for n in names if not _OPERATOR.fullmatch(n)]
+    if bad or not names:
+        raise ConfigError(
+            f"Setting 'dp_operators' must be operator names ([A-Za-z0-9_-]{{1,64}}) separated by commas, "
+            f"got {settings.dp_operators!r}"
+        )
+    return names
 
 
 def _spec_columns(noisy: pa.Table, spec: DatasetSpec, plan: DpPlan, key_columns: tuple[str, ...]) -> pa.Table:

@@ -250,6 +250,14 @@ class Settings:
             "releases (the ledger <releases>/privacy-ledger.json refuses more)."
         ),
     )
+    dp_operators: str | None = field(
+        default=None,
+        metadata=_help(
+            "Differential privacy: the public list of operators (comma-separated) whose device counts are "
+            "noised per operator; devices of others count nowhere.  Unset: the operators with data in "
+            "the release's days, taken as public."
+        ),
+    )
     dp_false_cells: float = field(
         default=1.0,
         metadata=_help(
