@@ -12,7 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from publish.dp import DEVICES, apply_dp, bound_contributions
+import publish.datasets  # noqa: F401  (registers every dataset and its DP plan)
+from publish.dp import DEVICES, OPERATOR_DEVICES, apply_dp, bound_contributions
+from publish.dp_threshold import publication_threshold, sum_tail
+from publish.noise import DP_PLANS
 from store.errors import ConfigError
 
 SEED = b"a seed that is never published"
@@ -169,3 +172,49 @@ def test_threshold_selects_cells_without_a_universe() -> None:
     with pytest.raises(ConfigError, match="public list of cells"):
         apply_dp(big, keys=["mesh"], device="device", counts=[], means={}, epsilon=1.0, delta=0.0,
                  contributions=1, seed=SEED)  # fmt: skip
+
+
+def test_the_plans_share_dp_epsilon_without_exceeding_it() -> None:
+    """``dp_epsilon`` is the epsilon per device-day of all DP datasets together: their shares add up to at
+    most 1 (a new plan must take its share from the others)."""
+    assert set(DP_PLANS) >= {"network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity"}
+    assert sum(plan.epsilon_share for plan in DP_PLANS.values()) <= 1.0 + 1e-9
+    assert all(0 < plan.devices_share < 1 for plan in DP_PLANS.values())
+
+
+def test_device_counts_per_operator_sum_to_the_cell_at_the_same_sensitivity() -> None:
+    n_cells, per_cell, epsilon = 2000, 30, 1.0
+    table = _cells(n_cells, per_cell).append_column(
+        "operator", pa.array([f"op{i % 3}" for i in range(n_cells * per_cell)])
+    )
+    universe = pa.table({"mesh": pa.array(range(n_cells), pa.int64())})
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={},
+        epsilon=epsilon,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=universe,
+        operator="operator",
+        operators=("op0", "op1", "op2", "op3"),  # op3 is public but has no device: pure noise
+    )
+    per_operator = np.array(out[OPERATOR_DEVICES].to_pylist())
+    assert per_operator.shape == (n_cells, 4)
+    assert (out[DEVICES].to_numpy() == np.maximum(per_operator.sum(axis=1), 0)).all()
+    noise = per_operator - np.array([10, 10, 10, 0])
+    expected = _discrete_laplace_variance(1 / epsilon)  # sensitivity L = 1 as for one count per cell
+    assert 0.8 * expected < noise.var() < 1.2 * expected
+    assert report.queries[DEVICES]["sensitivity_l1"] == 1
+    assert report.epsilon == pytest.approx(epsilon, rel=1e-6)
+
+
+def test_the_threshold_bounds_cells_published_by_noise_alone() -> None:
+    assert sum_tail(0.5, 1, 1) == pytest.approx(math.exp(-2) / (1 + math.exp(-2)))  # closed form
+    threshold = publication_threshold(2.0, 3, 30_000, 10, 1.0)
+    assert threshold > 10
+    assert 30_000 * sum_tail(2.0, 3, threshold) <= 1.0 < 30_000 * sum_tail(2.0, 3, threshold - 1)
+    assert publication_threshold(0.3, 3, 7, 10, 1.0) == 10  # never below k

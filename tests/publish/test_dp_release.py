@@ -81,7 +81,8 @@ def test_counts_are_noisy_within_a_statistical_bound_and_metadata_carries_epsilo
     assert package["privacy"]["epsilon"] == pytest.approx(9.6)
     assert package["privacy"]["delta"] == pytest.approx(2e-7)
     dcat = (result.folder / "dcat.jsonld").read_text()
-    assert "ε = 9.6" in dcat
+    assert "ε = 9.6" in dcat and "differential privacy per device-day" in dcat
+    assert "aggregates at least" not in dcat  # a noisy count over k is not k devices: not stated
     dictionary = (result.folder / "data_dictionary.csv").read_text(encoding="utf-8")
     assert "Differential privacy in this release: noisy" in dictionary
     assert "always empty" in dictionary
