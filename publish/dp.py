@@ -5,8 +5,8 @@ columns, a device column, integer count columns (e.g. the device's samples in th
 whose per-device mean is wanted (e.g. the device's mean speed in the cell).  Output: one row per released
 cell with a noisy ``devices`` count, noisy count sums and noisy means, and a :class:`DpReport`.
 
-The privacy unit is a **device** (all its samples in the release).  Each device's influence is bounded
-before any noise is added:
+The privacy unit is whatever the ``device`` column names: the datasets pass a **device-day** (a device's
+samples of one JST day, ``publish.noise``).  Each unit's influence is bounded before any noise is added:
 
 1. **Contribution bounding**: a device keeps at most ``contributions`` (L) cells; when it has more, the
    ones kept are chosen by HMAC-SHA256 of (seed, device, cell): deterministic for a seed, unrelated to
