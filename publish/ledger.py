@@ -24,6 +24,10 @@ release settles it (:meth:`PrivacyLedger.settle`): committed when its folder exi
 does not and no process is publishing that dataset any more.  So the ledger ends up charged for exactly
 what was published.
 
+Ledgers of earlier versions, one per dataset (``{releases}/{dataset}/privacy-ledger.json``), are adopted
+into this one before any new charge (:func:`legacy_entries`): what they spent still counts, on every day
+of each release's range.
+
 The file is JSON, rewritten atomically (temporary file, fsync, rename, fsync of the folder).  It holds
 parameters only, never data or secrets.
 """
@@ -34,12 +38,13 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ from store.errors import ConfigError, PrivacyBudgetExhausted
 LEDGER_NAME = "privacy-ledger.json"
 FORMAT = 2
 _SLACK = 1e-9  # float sums of epsilons: 0.1 + 0.2 must fit a budget of 0.3
+_VERSION_RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})-r\d+")
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,16 @@ class PrivacyLedger:
                 raise ConfigError(f"Reservation {entry.token} is committed and cannot be given back")
             self._write([e for e in entries if e.token != entry.token])
 
+    def adopt(self, legacy: Iterable[LedgerEntry]) -> int:
+        """Add what earlier per-dataset ledgers spent (:func:`legacy_entries`), once; returns how many."""
+        with self._locked():
+            entries = self._read()
+            known = {(e.dataset, e.version) for e in entries}
+            new = [e for e in legacy if (e.dataset, e.version) not in known]
+            if new:
+                self._write([*new, *entries])
+            return len(new)
+
     def settle(self, published: Callable[[LedgerEntry], bool | None]) -> list[LedgerEntry]:
         """Settle reservations left by killed processes: ``published(entry)`` says True (its release folder
         exists: commit), False (it does not, and nobody is making it: give back) or None (a release is in
@@ -262,6 +278,46 @@ class PrivacyLedger:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def legacy_entries(releases: Path) -> list[LedgerEntry]:
+    """What the per-dataset ledgers of earlier versions (``{releases}/{dataset}/privacy-ledger.json``,
+    format 1, epsilon per release over its devices) spent: each release charged on every day of its range
+    (from its ``provenance.json``, else from its version name), reservations as spent (their rule)."""
+    out = []
+    for path in sorted(Path(releases).glob(f"*/{LEDGER_NAME}")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"The privacy ledger {path.parent.name}/{path.name} cannot be read: {exc}"
+            ) from exc
+        if not isinstance(raw, dict) or raw.get("format") != 1:
+            continue
+        for item in raw.get("entries", []):
+            days = _legacy_days(path.parent / item["version"], item["version"])
+            out.append(
+                LedgerEntry(
+                    item["dataset"], item["version"], days, float(item["epsilon"]), float(item["delta"]),
+                    "committed", item["token"], item["at"],
+                )
+            )  # fmt: skip
+    return out
+
+
+def _legacy_days(folder: Path, version: str) -> tuple[str, ...]:
+    try:
+        provenance = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+        first, last = date.fromisoformat(provenance["date_from"]), date.fromisoformat(provenance["date_to"])
+    except (OSError, ValueError, KeyError):
+        match = _VERSION_RANGE.fullmatch(version)
+        if match is None:
+            raise ConfigError(
+                f"The old privacy ledger names release {folder.parent.name}/{version}, whose days cannot be "
+                "told (no provenance.json, no date range in its name): restore its folder"
+            ) from None
+        first, last = date.fromisoformat(match[1]), date.fromisoformat(match[2])
+    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
 
 
 def _iso(day: date | str) -> str:

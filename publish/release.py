@@ -55,7 +55,7 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path
+from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
@@ -242,6 +242,7 @@ def publish_release(
         )
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
+            ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
             ledger.settle(lambda entry: _placed(Path(settings.releases), entry, dataset_id))
             charged = {e.version for e in ledger.entries(dataset_id)}
             while version is None and name in charged:  # a deleted release's name: its charge stays

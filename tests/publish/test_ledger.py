@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from publish.ledger import PrivacyLedger, ledger_path
+from publish.ledger import PrivacyLedger, ledger_path, legacy_entries
 from store.errors import ConfigError, PrivacyBudgetExhausted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +112,24 @@ def test_ledger_survives_concurrent_spenders(tmp_path: Path) -> None:
     ledger = PrivacyLedger(Path(path), budget_epsilon=1.0)
     assert len(ledger.entries()) == 10
     assert ledger.spent(D1).epsilon == pytest.approx(1.0)
+
+
+def test_the_per_dataset_ledgers_of_earlier_versions_still_count(tmp_path: Path) -> None:
+    old = {
+        "format": 1,
+        "entries": [
+            {"dataset": "fleet-activity", "version": "2025-03-14_2025-03-15-r1", "epsilon": 1.0,
+             "delta": 1e-6, "state": "committed", "token": "a", "at": "2025-03-18T00:00:00+00:00"},
+            {"dataset": "fleet-activity", "version": "2025-03-15_2025-03-15-r1", "epsilon": 0.5,
+             "delta": 0.0, "state": "reserved", "token": "b", "at": "2025-03-18T00:00:00+00:00"},
+        ],
+    }  # fmt: skip
+    (tmp_path / "fleet-activity").mkdir()
+    (tmp_path / "fleet-activity" / "privacy-ledger.json").write_text(json.dumps(old))
+    ledger = PrivacyLedger(ledger_path(tmp_path), budget_epsilon=2.0)
+    assert ledger.adopt(legacy_entries(tmp_path)) == 2
+    assert ledger.adopt(legacy_entries(tmp_path)) == 0  # once
+    assert ledger.spent(D1).epsilon == pytest.approx(1.0)
+    assert ledger.spent(D2).epsilon == pytest.approx(1.5)  # an old reservation counted as spent
+    with pytest.raises(PrivacyBudgetExhausted, match="2025-03-15"):
+        ledger.spend("safety-events", "v1", [D2], 0.6, 0.0)
