@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 
+from api import create_app
 from publish.datasets import GATE_CHECKS, BuildRequest, dataset_entry, register_check
 from publish.dp import bound_contributions
 from publish.errors import GateFailed, PublishError
@@ -189,3 +191,14 @@ def test_dp_off_changes_nothing(lake: Lake, tmp_path: Path) -> None:
     result = publish_release(lake, "fleet-activity", DAY, DAY, plain)
     assert result.privacy.epsilon is None and "differential_privacy" not in result.privacy.extra
     assert not ledger_path(Path(plain.releases)).exists()
+
+
+def test_the_catalog_page_states_the_dp_guarantee_not_k_devices(lake: Lake, tmp_path: Path) -> None:
+    settings = dp_settings(tmp_path)
+    publish_release(lake, "fleet-activity", DAY, DAY, settings)
+    with TestClient(create_app(settings)) as client:
+        english = client.get("/", params={"lang": "en"}).text
+        japanese = client.get("/").text
+    assert "Differential privacy per device-day (ε = 9.6)" in english
+    assert "Every cell aggregates at least" not in english
+    assert "端末・日単位の差分プライバシー" in japanese
