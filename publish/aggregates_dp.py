@@ -36,6 +36,7 @@ from store.geo import corridor_zones
 from store.lake import fetch_arrow
 from store.schema import DEVICE_TYPES, EVENT_KINDS
 from store.settings import Settings
+from store.views import _DEVICE_DAY
 
 #: Speed bound of a device's mean in a cell: 120 km/h, the highest legal speed limit in Japan (the
 #: corridor's roads are far slower); the schema sets only the lower bound (0).
@@ -81,13 +82,31 @@ def _event_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
     )
 
 
+def _per_day_segments(device_day: str) -> str:
+    """The analyst view ``device_day`` with trips and stops segmented within each JST day.
+
+    The view segments a device's whole timeline: a step over midnight counts on the later day, from the
+    earlier day's last sample, and a stop can span midnight.  Then one device-day's samples could change
+    the next day's distance, hours and autonomy, and the privacy unit would leak into its neighbour.  Cut
+    at JST midnight, a device-day's values depend on its own samples only.
+    """
+    partition = "PARTITION BY operator, device_id"
+    if device_day.count(partition) != 5 or "FROM device_day d" not in _DEVICE_DAYS:
+        raise RuntimeError("store.views device_day changed: review the per-day segmentation of fleet DP")
+    return device_day.replace(partition, f"{partition}, CAST({_JST_OF_TS} AS DATE)")
+
+
+_JST_OF_TS = "timezone('Asia/Tokyo', ts)"
+_DEVICE_DAYS_CUT = _DEVICE_DAYS.replace("FROM device_day d", f"FROM ({_per_day_segments(_DEVICE_DAY)}) d")
+
+
 def _fleet_rows(con: duckdb.DuckDBPyConnection) -> pa.Table:
     per_device = """day_jst, device, CAST(distance_m AS DOUBLE) / 1000 AS distance_km,
            CAST(active_time_s AS DOUBLE) / 3600 AS operating_hours,
            autonomous_n / nullif(moded_n, 0) AS autonomous_share"""
     return fetch_arrow(
         con,
-        f"""WITH p AS ({_DEVICE_DAYS})
+        f"""WITH p AS ({_DEVICE_DAYS_CUT})
         SELECT device_type, {per_device} FROM p
         UNION ALL
         SELECT '{ALL_TYPES}' AS device_type, {per_device} FROM p""",

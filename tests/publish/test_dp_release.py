@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,7 +28,7 @@ from publish.source import open_source
 from store.errors import PrivacyBudgetExhausted
 from store.lake import Lake
 from store.settings import Settings
-from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake
+from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake, fleet_records, rows
 
 #: 12 devices for 4 minutes near Haneda Innovation City: every cell stays inside the corridor's universe.
 SHORT = Fleet(devices=12, minutes=4)
@@ -202,3 +202,30 @@ def test_the_catalog_page_states_the_dp_guarantee_not_k_devices(lake: Lake, tmp_
     assert "Differential privacy per device-day (ε = 9.6)" in english
     assert "Every cell aggregates at least" not in english
     assert "端末・日単位の差分プライバシー" in japanese
+
+
+def test_a_device_days_fleet_values_do_not_depend_on_the_day_before(tmp_path: Path) -> None:
+    """A shuttle driving across JST midnight, in a release of both days: removing its samples before
+    midnight (the neighbouring device-day) leaves its next day's DP row as it was (trips and stops are cut
+    at midnight under DP; the analyst view counts the step over midnight on the later day)."""
+    midnight = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)  # 00:00 JST on 2025-03-15
+    records = fleet_records(Fleet(devices=1, minutes=10, start=midnight - timedelta(minutes=5)))
+    after = {k: [r for r in v if r["ts"] >= midnight] for k, v in records.items()}
+    plan = DP_PLANS["fleet-activity"]
+    rows_of = {}
+    for name, streams in (("both days", records), ("after midnight only", after)):
+        lake = Lake(tmp_path / name.replace(" ", "-"))
+        lake.ensure_tables()
+        for stream, items in streams.items():
+            if items:
+                lake.append(stream, rows(stream, items))
+        settings = Settings(lake=lake.root, releases=tmp_path / "r")
+        day = date(2025, 3, 15)
+        source = open_source(lake, day - timedelta(days=1), day, settings)  # a two-day release
+        try:
+            table = plan.device_rows(source.con)
+        finally:
+            source.con.close()
+        rows_of[name] = sorted((r for r in table.to_pylist() if r["day_jst"] == day), key=repr)
+    assert rows_of["both days"] == rows_of["after midnight only"]
+    assert rows_of["both days"][0]["distance_km"] > 1  # about 2.4 km driven after midnight
