@@ -88,8 +88,10 @@ class ReleaseResult:
         private = ""
         if p.epsilon is not None:
             budget = p.extra.get("privacy_budget", {})
+            threshold = p.extra.get("differential_privacy", {}).get("publication_threshold", p.k)
             private = (
-                f", differential privacy ε={p.epsilon:g} δ={p.delta:g} per device-day (budget: the days "
+                f", differential privacy ε={p.epsilon:g} δ={p.delta:g} per device-day, noisy device "
+                f"count at least {threshold} (budget: the days "
                 f"have spent at most {budget.get('max_spent_epsilon', 0):g} of "
                 f"{budget.get('budget_epsilon_per_device_day', 0):g}, all datasets)"
             )

@@ -31,7 +31,7 @@ def test_publish_with_dp_until_the_budget_is_spent(tmp_path: Path, monkeypatch: 
 
     first = publish("2025-03-14")
     assert first.exit_code == 0, first.output
-    assert "differential privacy ε=9 δ=3e-07 per device-day" in first.output
+    assert "differential privacy ε=9 δ=3e-07 per device-day, noisy device count at least" in first.output
     assert "the days have spent at most 9 of 15, all datasets" in first.output
     second = publish("2025-03-14", "traffic-speed-mesh")
     assert second.exit_code == 1

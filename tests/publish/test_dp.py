@@ -15,8 +15,9 @@ import pytest
 import publish.datasets  # noqa: F401  (registers every dataset and its DP plan)
 from publish.dp import DEVICES, OPERATOR_DEVICES, apply_dp, bound_contributions
 from publish.dp_threshold import publication_threshold, sum_tail
-from publish.noise import DP_PLANS
+from publish.noise import DP_PLANS, public_operators
 from store.errors import ConfigError
+from store.settings import Settings
 
 SEED = b"a seed that is never published"
 
@@ -218,3 +219,30 @@ def test_the_threshold_bounds_cells_published_by_noise_alone() -> None:
     assert threshold > 10
     assert 30_000 * sum_tail(2.0, 3, threshold) <= 1.0 < 30_000 * sum_tail(2.0, 3, threshold - 1)
     assert publication_threshold(0.3, 3, 7, 10, 1.0) == 10  # never below k
+
+
+def test_devices_of_operators_off_the_public_list_count_nowhere() -> None:
+    table = _cells(1, 30).append_column("operator", pa.array(["op0"] * 20 + ["stranger"] * 10))
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={},
+        epsilon=50.0,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=pa.table({"mesh": pa.array([0], pa.int64())}),
+        operator="operator",
+        operators=("op0",),
+    )
+    assert report.device_cells_in == 20
+    assert abs(out[DEVICES][0].as_py() - 20) <= 2  # scale 1/50: p of a miss < 1e-40
+
+
+def test_dp_operators_must_be_operator_names() -> None:
+    assert public_operators(Settings(dp_operators=" op1,op0 ,op1")) == ("op0", "op1")
+    assert public_operators(Settings()) == ()
+    with pytest.raises(ConfigError, match="'dp_operators' must be operator names"):
+        public_operators(Settings(dp_operators="op0, bad name"))
