@@ -294,14 +294,18 @@ def legacy_entries(releases: Path) -> list[LedgerEntry]:
             ) from exc
         if not isinstance(raw, dict) or raw.get("format") != 1:
             continue
-        for item in raw.get("entries", []):
-            days = _legacy_days(path.parent / item["version"], item["version"])
-            out.append(
-                LedgerEntry(
-                    item["dataset"], item["version"], days, float(item["epsilon"]), float(item["delta"]),
-                    "committed", item["token"], item["at"],
-                )
-            )  # fmt: skip
+        try:
+            for item in raw.get("entries", []):
+                days = _legacy_days(path.parent / item["version"], item["version"])
+                out.append(
+                    LedgerEntry(
+                        item["dataset"], item["version"], days, float(item["epsilon"]),
+                        float(item["delta"]), "committed", item["token"], item["at"],
+                    )
+                )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            name = f"{path.parent.name}/{path.name}"
+            raise ConfigError(f"The old privacy ledger {name} has a malformed entry: {exc!r}") from exc
     return out
 
 
