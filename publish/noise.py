@@ -357,6 +357,8 @@ _NOISY_EN = (
 _NOISY_JA = (
     "［この版は差分プライバシー: ノイズを加えた値（平均は端末ごとの平均の平均）。privacy.json 参照。］"
 )
+_DEVICES_EN = " [The published count is noisy: the true number of devices may be below k.]"
+_DEVICES_JA = "［公開値はノイズを含み、実際の端末数は k 未満の場合があります。］"
 _EMPTY_EN = " [Differential privacy in this release: always empty (not released under this mechanism).]"
 _EMPTY_JA = "［この版は差分プライバシー: 常に空欄（この方式では公開しません）。］"
 
@@ -365,7 +367,9 @@ def dp_spec(spec: DatasetSpec, plan: DpPlan) -> DatasetSpec:
     """``spec`` with each noisy or empty column saying so in its ja/en description."""
     columns = []
     for column in spec.columns:
-        if column.name in plan.noisy:
+        if column.name == plan.devices_column:
+            en, ja = _NOISY_EN + _DEVICES_EN, _NOISY_JA + _DEVICES_JA
+        elif column.name in plan.noisy:
             en, ja = _NOISY_EN, _NOISY_JA
         elif column.name in plan.dropped:
             en, ja = _EMPTY_EN, _EMPTY_JA
