@@ -181,6 +181,14 @@ class PrivacyLedger:
                 self._write([*new, *entries])
             return len(new)
 
+    def unused_version(self, dataset_id: str, name: str) -> str:
+        """``name`` (``...-r{n}``), or the next ``-r{n}`` this ledger has not charged for ``dataset_id``."""
+        charged = {e.version for e in self.entries(dataset_id)}
+        while name in charged:
+            stem, _, n = name.rpartition("-r")
+            name = f"{stem}-r{int(n) + 1}"
+        return name
+
     def settle(self, published: Callable[[LedgerEntry], bool | None]) -> list[LedgerEntry]:
         """Settle reservations left by killed processes: ``published(entry)`` says True (its release folder
         exists: commit), False (it does not, and nobody is making it: give back) or None (a release is in
@@ -278,6 +286,28 @@ class PrivacyLedger:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def release_placed(releases: Path, publishing: str, provenance: str) -> Callable[[LedgerEntry], bool | None]:
+    """For :meth:`PrivacyLedger.settle`: whether a reservation's release exists (True: its folder holds
+    ``provenance``), was abandoned (False) or may still be made (None: another process holds its
+    dataset's lock, ``{releases}/{dataset}/.lock``).  The caller holds ``publishing``'s lock."""
+
+    def placed(entry: LedgerEntry) -> bool | None:
+        if (releases / entry.dataset / entry.version / provenance).is_file():
+            return True
+        lock = releases / entry.dataset / ".lock"
+        if entry.dataset == publishing or not lock.exists():
+            return False
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+    return placed
 
 
 def legacy_entries(releases: Path) -> list[LedgerEntry]:

@@ -55,7 +55,7 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries
+from publish.ledger import PrivacyLedger, ledger_path, legacy_entries, release_placed
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
@@ -245,11 +245,9 @@ def publish_release(
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
             ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
-            ledger.settle(lambda entry: _placed(Path(settings.releases), entry, dataset_id))
-            charged = {e.version for e in ledger.entries(dataset_id)}
-            while version is None and name in charged:  # a deleted release's name: its charge stays
-                stem, _, n = name.rpartition("-r")
-                name = f"{stem}-r{int(n) + 1}"
+            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE))
+            if version is None:  # a deleted release's name is not reused: its charge stays
+                name = ledger.unused_version(dataset_id, name)
             final = dataset_dir / name
             spending = ledger.spending(
                 dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)
@@ -302,25 +300,6 @@ def publish_release(
 def _dp_threshold(privacy: PrivacyReport) -> str:
     dp = privacy.extra.get("differential_privacy")
     return f" or the noisy threshold {dp['publication_threshold']}" if isinstance(dp, dict) else ""
-
-
-def _placed(releases: Path, entry: LedgerEntry, publishing: str) -> bool | None:
-    """Whether a reservation's release exists (True), was abandoned (False) or may still be made (None:
-    another process holds its dataset's lock).  The caller holds ``publishing``'s lock."""
-    if (releases / entry.dataset / entry.version / PROVENANCE).is_file():
-        return True
-    if entry.dataset == publishing:
-        return False
-    lock = releases / entry.dataset / ".lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
 
 
 def _days_published_before(
