@@ -48,6 +48,8 @@ WORDS: dict[str, dict[str, str]] = {
         "rows": "行数",
         "privacy": "プライバシー保護",
         "privacy_text": "各セルは {k} 台以上の端末から集計。秘匿セル {suppressed} / {cells} 件。",
+        "privacy_text_dp": "端末・日単位の差分プライバシー (ε = {epsilon:g})。ノイズを加えた端末数が "
+        "{k} 以上のセルのみ公開。非公開セル {suppressed} / {cells} 件。",
         "downloads": "ダウンロード",
         "file": "ファイル",
         "size": "サイズ",
@@ -75,6 +77,8 @@ WORDS: dict[str, dict[str, str]] = {
         "privacy": "Privacy",
         "privacy_text": "Every cell aggregates at least {k} devices. "
         "{suppressed} of {cells} cells suppressed.",
+        "privacy_text_dp": "Differential privacy per device-day (ε = {epsilon:g}); cells published only "
+        "where the noisy device count is at least {k}. {suppressed} of {cells} cells not published.",
         "downloads": "Downloads",
         "file": "File",
         "size": "Size",
@@ -172,11 +176,12 @@ def _privacy_text(release: Release, lang: str) -> str | None:
     if not all(isinstance(v, int) for v in (k, cells, published)):
         return None
     assert isinstance(cells, int) and isinstance(published, int)
-    text = WORDS[lang]["privacy_text"].format(k=k, suppressed=cells - published, cells=cells)
     epsilon = p.get("epsilon")
-    if isinstance(epsilon, int | float):
-        text += f" ε = {epsilon:g}."
-    return text
+    if isinstance(epsilon, int | float):  # a noisy count over k is not k devices: say what DP gives
+        return WORDS[lang]["privacy_text_dp"].format(
+            k=k, suppressed=cells - published, cells=cells, epsilon=epsilon
+        )
+    return WORDS[lang]["privacy_text"].format(k=k, suppressed=cells - published, cells=cells)
 
 
 def dataset_view(

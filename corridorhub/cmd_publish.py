@@ -62,9 +62,11 @@ def command(
     Each dataset is aggregated over the lake's committed snapshot for the JST days --from..--to, cells
     under k devices or dominated by one operator are suppressed (with complementary suppression), the
     privacy gate checks the output, and the files are released as {releases}/{dataset}/{version}/.
-    With dp_epsilon set (CORRIDORHUB_DP_EPSILON), counts and means get differential-privacy noise and each
-    release spends epsilon from the dataset's budget (dp_budget_epsilon); an exhausted budget fails
-    before any work.  A failure leaves no partial release.  See docs/PRIVACY.md.
+    With dp_epsilon set (CORRIDORHUB_DP_EPSILON: epsilon per device-day of the four aggregate datasets
+    together), counts and means get differential-privacy noise, cells are chosen on noisy values only,
+    and each release charges its dataset's share on the days it publishes first to one ledger for all
+    datasets ({releases}/privacy-ledger.json); a day over dp_budget_epsilon is refused before any work.
+    A failure leaves no partial release and no charge.  See docs/PRIVACY.md.
     """
     if all_datasets == bool(dataset_ids):
         raise click.UsageError("Give --dataset ID (repeatable) or --all")

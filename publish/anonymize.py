@@ -186,38 +186,6 @@ def suppress(
     return result
 
 
-def suppress_noisy(
-    cells: pa.Table,
-    index: CellIndex,
-    *,
-    devices_column: str,
-    time_column: str,
-    repeated_days: frozenset[date] = frozenset(),
-) -> Suppression:
-    """The rules under differential privacy: k on the *noisy* device count (post-processing), dominance on
-    the true operator shares (commercial confidentiality), days published before; no complementary
-    suppression (every published value is noisy, and so is any difference of them)."""
-    by_key = _rows(cells, index.key_columns)
-    result = Suppression(published=set(), cells_before=len(by_key))
-    below = index.leaves_below(set(by_key))
-    devices = cells.column_names.index(devices_column)
-    time = cells.column_names.index(time_column)
-    for key in sorted(by_key, key=_order):
-        row = by_key[key]
-        if jst_day(row[time]) in repeated_days:
-            result.reasons[key] = "previous"
-        elif row[devices] is None or row[devices] < index.k:
-            result.reasons[key] = "k"
-        elif index.dominated(below[key]):
-            result.reasons[key] = "dominance"
-        else:
-            result.published.add(key)
-    result.suppressed_k = sum(r == "k" for r in result.reasons.values())
-    result.suppressed_dominance = sum(r == "dominance" for r in result.reasons.values())
-    result.suppressed_previous = sum(r == "previous" for r in result.reasons.values())
-    return result
-
-
 def _complementary(
     index: CellIndex,
     by_key: dict[Key, tuple[Any, ...]],

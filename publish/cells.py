@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from publish._registry import BuildRequest, DatasetEntry, dataset_entry, left_out_under_dp
-from publish.anonymize import CellIndex, Suppression, published_mask, suppress, suppress_noisy
+from publish.anonymize import CellIndex, Suppression, published_mask, suppress
 from publish.closure import privacy_zones_sha256
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
-from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells
+from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells, noisy_suppression
 from publish.previous import FirstPublication, Key, read_earlier, rows_by_key
 from publish.rules import check_derivations
 from publish.source import open_source
@@ -66,7 +66,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         noisy = noisy_cells(source.con, request, plan, keys) if plan is not None else None
     finally:
         source.con.close()
-    if candidates.cells.num_rows == 0:
+    if candidates.cells.num_rows == 0 and noisy is None:  # under DP the public universe is released
         raise NoData(
             f"No data for {spec.id} from {request.date_from} to {request.date_to} (JST) in the lake at "
             f"{request.lake.root} (tables read: {source.tables_read()})"
@@ -78,11 +78,13 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     repeated = _repeated_days(request, keys, entry.time_column)
     result: Suppression
     if plan is not None and noisy is not None:
-        cells, dp_report = noisy
+        cells = noisy.table
         spec = dp_spec(spec, plan)
-        result = suppress_noisy(
-            cells,
-            index,
+        result = noisy_suppression(
+            noisy,
+            keys,
+            k=settings.publish_k,
+            dominance=settings.publish_dominance,
             devices_column=plan.devices_column,
             time_column=entry.time_column,
             repeated_days=frozenset(repeated),
@@ -138,9 +140,9 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
     )
     if plan is not None and noisy is not None:
         days = (request.date_to - request.date_from).days + 1
-        privacy.epsilon, privacy.delta = settings.dp_epsilon, settings.dp_delta  # what the ledger charges
+        privacy.epsilon, privacy.delta = plan.epsilon(settings), plan.delta(settings)  # the ledger's charge
         privacy.extra["complementary_rule"] = "not applied under differential privacy (values are noisy)"
-        privacy.extra["differential_privacy"] = dp_parameters(plan, dp_report, days)
+        privacy.extra["differential_privacy"] = dp_parameters(plan, noisy, days)
         # what the guarantee does not extend to: datasets not released at all while DP is on, and why
         privacy.extra["left_out_under_differential_privacy"] = left_out_under_dp()
     identifiers = set(contributions.column("operator").to_pylist())
@@ -173,10 +175,17 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             "repeated_days": frozenset(repeated),
             "identifiers": identifiers,
             "differential_privacy": plan is not None,
+            "dp_operator_devices": noisy.operator_devices if noisy is not None else {},
+            "dp_threshold": noisy.threshold if noisy is not None else None,
         },
     )
     if plan is not None:
-        built.parameters.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
+        built.parameters.update(
+            dp_epsilon=settings.dp_epsilon,
+            dp_delta=settings.dp_delta,
+            dp_false_cells=settings.dp_false_cells,
+            dp_operators=settings.dp_operators,
+        )
     return built
 
 

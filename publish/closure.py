@@ -38,7 +38,18 @@ from store.settings import Settings
 JST = timedelta(hours=9)
 LATE_DATA = Path("_hub") / "publish" / "late-data.json"
 #: The parameters that decide a day's rows; a day keeps the ones it was first published with.
-RULE_KEYS = ("k", "dominance_share", "lateness_h", "privacy_zones_sha256", "dp_epsilon", "dp_delta")
+RULE_KEYS = (
+    "k",
+    "dominance_share",
+    "lateness_h",
+    "privacy_zones_sha256",
+    "dp_epsilon",
+    "dp_delta",
+    "dp_false_cells",
+    "dp_operators",
+)
+# rules a release made before they were recorded is compared without
+_RECORDED_LATER = frozenset({"lateness_h", "dp_false_cells", "dp_operators"})
 
 
 def day_end(day: date) -> datetime:
@@ -88,15 +99,15 @@ def privacy_zones_sha256(settings: Settings) -> str | None:
 
 def rules_of(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """The rules that decided a release's rows, from its parameters (provenance.json)."""
-    return {key: parameters.get(key) for key in RULE_KEYS}
+    return {key: parameters[key] for key in RULE_KEYS if key in parameters}
 
 
 def rule_differences(earlier: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """What differs between an earlier release's rules and this one's (a release made before lateness was
-    recorded is compared on the rest)."""
+    recorded is compared on the rest: ``_RECORDED_LATER``)."""
     out = []
     for key in RULE_KEYS:
-        if key == "lateness_h" and earlier.get(key) is None:
+        if key in _RECORDED_LATER and key not in earlier:
             continue
         if earlier.get(key) != now.get(key):
             out.append(f"{key} {earlier.get(key)!r} then, {now.get(key)!r} now")

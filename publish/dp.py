@@ -5,16 +5,21 @@ columns, a device column, integer count columns (e.g. the device's samples in th
 whose per-device mean is wanted (e.g. the device's mean speed in the cell).  Output: one row per released
 cell with a noisy ``devices`` count, noisy count sums and noisy means, and a :class:`DpReport`.
 
-The privacy unit is a **device** (all its samples in the release).  Each device's influence is bounded
-before any noise is added:
+The privacy unit is whatever the ``device`` column names: the datasets pass a **device-day** (a device's
+samples of one JST day, ``publish.noise``).  Each unit's influence is bounded before any noise is added:
 
 1. **Contribution bounding**: a device keeps at most ``contributions`` (L) cells; when it has more, the
    ones kept are chosen by HMAC-SHA256 of (seed, device, cell): deterministic for a seed, unrelated to
    the data.  In each kept cell its count is clamped to ``[0, cap]`` and its mean value to ``[lo, hi]``.
-2. **Budget split**: the release's epsilon is split evenly over the queries (``devices``, each count,
-   each mean's sum): basic sequential composition.
+2. **Budget split**: ``devices_share`` of the release's epsilon goes to the device counts, the rest is
+   split evenly over the other queries (each count, each mean's sum); without ``devices_share`` all
+   queries get the same: basic sequential composition.
 3. **Cells**: with a public ``universe`` of cells (e.g. every mesh of the corridor x every hour), exactly
-   those cells are released, with discrete Laplace noise on ``devices`` (L1 sensitivity L).  Without one,
+   those cells are released, with discrete Laplace noise on ``devices`` (L1 sensitivity L).  With a
+   public list of ``operators`` (and an ``operator`` column: each privacy unit belongs to one operator),
+   the device count is noised per (cell, operator) instead, at the same sensitivity L (a unit still
+   changes at most L counts by one): ``devices`` is the sum of the noisy operator counts and
+   ``operator_devices`` holds them, so that operator dominance can be judged on noisy values.  Without one,
    which cells exist depends on the data, so the cells are chosen by OpenDP's ``make_laplace_threshold``
    (propose-test-release over the ``devices`` counts, sensitivity (L0, L1, Linf) = (L, L, 1)); its
    threshold is the smallest that keeps delta within the release's ``delta``.  That is where delta goes.
@@ -35,6 +40,7 @@ budget again (``publish.ledger``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -52,6 +58,7 @@ from store.errors import ConfigError
 dp.enable_features("contrib")
 
 DEVICES = "devices"
+OPERATOR_DEVICES = "operator_devices"  # noisy device count per public operator (list, in ``operators`` order)
 _THRESHOLD_MAX = 1 << 30
 
 
@@ -115,15 +122,27 @@ def apply_dp(
     contributions: int,
     seed: bytes,
     universe: pa.Table | None = None,
+    devices_share: float | None = None,
+    operator: str | None = None,
+    operators: Sequence[str] = (),
 ) -> tuple[pa.Table, DpReport]:
     """Noisy per-cell ``devices``, count sums and means of per-device ``table`` rows; see the module doc.
 
     ``counts`` maps a count column to its per-device cap (a plain list means cap 1); ``means`` maps a
     value column to its bounds.  ``universe``, when given, holds the public cells (``keys`` columns).
+    ``operator`` names the column of each unit's operator, ``operators`` the public list of them (rows of
+    other operators are dropped before bounding).
     """
     caps = dict(counts) if isinstance(counts, Mapping) else dict.fromkeys(counts, 1)
     _check(table, keys, device, caps, means, epsilon, delta, universe is not None)
-    per_device = _per_device(table, keys, device, caps, means)
+    if operator is not None:
+        if universe is None or not operators:
+            raise ConfigError("apply_dp: noisy operator counts need a public universe and operator list")
+        if operator not in table.column_names:
+            raise ConfigError(f"apply_dp: column {operator!r} is not in the table ({table.column_names})")
+        public = pa.array(list(operators), pa.string())
+        table = table.filter(pc.is_in(table.column(operator).cast(pa.string()), value_set=public))
+    per_device = _per_device(table, keys, device, caps, means, operator)
     bounded = bound_contributions(
         per_device, device=device, keys=keys, contributions=contributions, seed=seed
     )
@@ -132,7 +151,13 @@ def apply_dp(
     for name, (lo, hi) in means.items():
         bounded = _replace(bounded, name, pc.min_element_wise(pc.max_element_wise(bounded[name], lo), hi))
 
-    share = epsilon / (1 + len(caps) + len(means))
+    others = len(caps) + len(means)
+    if devices_share is None or not others:
+        devices_epsilon = share = epsilon / (1 + others)
+    elif not 0 < devices_share < 1:
+        raise ConfigError(f"apply_dp: devices_share must be in (0, 1), got {devices_share}")
+    else:
+        devices_epsilon, share = epsilon * devices_share, epsilon * (1 - devices_share) / others
     report = DpReport(
         epsilon=0.0,
         delta=0.0,
@@ -153,19 +178,33 @@ def apply_dp(
     report.cells_before = len(true_devices)
 
     # 1. Which cells, and their noisy device counts.
-    if universe is not None:
+    per_operator: list[list[int]] | None = None
+    if universe is not None and operator is not None:
         released_keys = universe.select(list(keys))
         texts = _cell_texts(released_keys, keys)
-        noisy_devices, eps = _laplace_int([true_devices.get(t, 0) for t in texts], contributions, share)
+        noisy_devices, per_operator, eps = _operator_devices(
+            bounded, keys, operator, operators, texts, contributions, devices_epsilon
+        )
+        report.mechanism = "discrete Laplace per (cell, operator) over a public universe of cells"
+    elif universe is not None:
+        released_keys = universe.select(list(keys))
+        texts = _cell_texts(released_keys, keys)
+        true = [true_devices.get(t, 0) for t in texts]
+        noisy_devices, eps = _laplace_int(true, contributions, devices_epsilon)
         report.mechanism = "discrete Laplace over a public universe of cells"
     else:
         texts, noisy_devices, eps, report.delta, report.threshold = _threshold(
-            true_devices, contributions, share, delta
+            true_devices, contributions, devices_epsilon, delta
         )
         released_keys = _keys_of(cells, keys, texts)
         report.mechanism = "Laplace threshold (cell selection) + discrete/continuous Laplace"
     report.epsilon += eps
-    report.queries[DEVICES] = {"noise": "discrete Laplace", "epsilon": eps, "sensitivity_l1": contributions}
+    report.queries[DEVICES] = {
+        "noise": "discrete Laplace" + (" per (cell, operator)" if per_operator is not None else ""),
+        "epsilon": eps,
+        "sensitivity_l1": contributions,
+        "scale": int_scale(contributions, devices_epsilon),
+    }
     noisy_devices = [max(0, int(v)) for v in noisy_devices]
 
     by_text = {t: i for i, t in enumerate(_cell_texts(cells, keys))}
@@ -199,6 +238,8 @@ def apply_dp(
         values = np.clip(mid + np.asarray(noisy_f) / np.maximum(noisy_devices, 1), lo, hi)
         out[name] = pa.array(values, pa.float64())
 
+    if per_operator is not None:
+        out[OPERATOR_DEVICES] = pa.array(per_operator, pa.list_(pa.int64()))
     result = released_keys
     for name, column in out.items():
         result = result.append_column(name, column)
@@ -207,19 +248,54 @@ def apply_dp(
     return result, report
 
 
+def _operator_devices(
+    bounded: pa.Table,
+    keys: Sequence[str],
+    operator: str,
+    operators: Sequence[str],
+    texts: list[str],
+    contributions: int,
+    epsilon: float,
+) -> tuple[list[int], list[list[int]], float]:
+    """Noisy device counts per (cell, operator) of the public universe, one vector query of L1 sensitivity
+    L (a unit has one operator and at most L cells); a cell's count is the sum of its operators'."""
+    grouped = bounded.group_by([*keys, operator]).aggregate([(operator, "count")])
+    cell_texts = _cell_texts(grouped, keys)
+    true = dict(
+        zip(
+            zip(cell_texts, grouped.column(operator).to_pylist(), strict=True),
+            grouped.column(f"{operator}_count").to_pylist(),
+            strict=True,
+        )
+    )
+    flat = [true.get((t, o), 0) for t in texts for o in operators]
+    noisy, eps = _laplace_int(flat, contributions, epsilon)
+    width = len(operators)
+    per_operator = [list(noisy[i * width : (i + 1) * width]) for i in range(len(texts))]
+    return [sum(values) for values in per_operator], per_operator, eps
+
+
 # -- OpenDP measurements -------------------------------------------------------------------------------------
 
 
 def _laplace_int(values: list[int], sensitivity: int, epsilon: float) -> tuple[list[int], float]:
-    domain = dp.vector_domain(dp.atom_domain(T=int))
-
-    def make(scale: float) -> dp.Measurement:
-        return dp.m.make_laplace(domain, dp.l1_distance(T=int), scale)
-
-    measurement = make(dp.binary_search_param(make, d_in=sensitivity, d_out=epsilon))
+    """Discrete Laplace noise on ``values``; returns them and the epsilon OpenDP proves.  The one place
+    integer noise is drawn (tests that need fixed noise replace this function, nothing else)."""
+    measurement = _discrete_laplace(int_scale(sensitivity, epsilon))
     if not values:
         return [], float(_map(measurement, sensitivity))
     return list(measurement(values)), float(_map(measurement, sensitivity))
+
+
+@functools.lru_cache(maxsize=256)
+def int_scale(sensitivity: int, epsilon: float) -> float:
+    """The discrete Laplace scale OpenDP's privacy map needs for ``epsilon`` at L1 ``sensitivity``."""
+    return float(dp.binary_search_param(_discrete_laplace, d_in=sensitivity, d_out=epsilon))
+
+
+def _discrete_laplace(scale: float) -> dp.Measurement:
+    domain = dp.vector_domain(dp.atom_domain(T=int))
+    return dp.m.make_laplace(domain, dp.l1_distance(T=int), scale)
 
 
 def _laplace_float(values: list[float], sensitivity: float, epsilon: float) -> tuple[list[float], float]:
@@ -308,10 +384,12 @@ def _per_device(
     device: str,
     caps: Mapping[str, int],
     means: Mapping[str, tuple[float, float]],
+    operator: str | None = None,
 ) -> pa.Table:
     """One row per (device, cell): counts summed, values averaged (the device's own mean in the cell)."""
     aggs = [(c, "sum") for c in caps] + [(m, "mean") for m in means]
-    grouped = table.group_by([device, *keys]).aggregate(aggs)
+    grouping = [device, *keys, *([operator] if operator is not None else [])]
+    grouped = table.group_by(grouping).aggregate(aggs)
     names = {f"{c}_sum": c for c in caps} | {f"{m}_mean": m for m in means}
     grouped = grouped.rename_columns([names.get(n, n) for n in grouped.column_names])
     for m in means:  # a device whose values are all null in a cell contributes the middle of the bounds

@@ -20,8 +20,10 @@ the statistics) and the files of earlier releases:
 * days published before: the rows of such a day are exactly the rows of the release that published it
   first (a day is published once: ``publish.closure``); the checks above apply to the new days.
 
-Under differential privacy (``built.internal["differential_privacy"]``) the published device counts are
-noisy: k is checked on them, dominance on the true contributions, and the true-count, device-agreement and
+Under differential privacy (``built.internal["differential_privacy"]``) a row's publication must follow
+from noisy values alone: k is checked on the published noisy device count, dominance on the noisy
+per-operator device counts (``internal["dp_operator_devices"]``), which must add up to it; the true
+contributions are not consulted (a check on them would make publication depend on true data), and the
 subtraction checks are not made (differences of noisy values are noisy; docs/PRIVACY.md).
 
 A dataset that is not an aggregate gets the privacy-zone check and the checks registered for it with
@@ -241,6 +243,8 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
         low = [v for v in table.column(name).to_pylist() if v is None or v < settings.publish_k]
         if low:
             out.append(f"column {name!r}: {len(low)} rows with fewer than k={settings.publish_k} devices")
+    if built.internal.get("differential_privacy"):  # decided on noisy values only: check those, not truth
+        return [*out, *_capped("cells", _dp_noisy_problems(built, keys, device_columns, settings))]
     contributions = built.internal.get("contributions")
     if not isinstance(contributions, pa.Table):
         return [*out, "cannot verify k and dominance: the built dataset carries no contributions"]
@@ -260,9 +264,6 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
             if row in below:
                 below[row].add(leaf)
     cell_lines, residual_lines = [], []
-    if built.internal.get("differential_privacy"):
-        dominance_only = _Leaves(contributions, keys, 0, settings.publish_dominance)
-        return [*out, *_capped("cells", _dp_dominance_problems(dominance_only, keys, below))]
     descendants: dict[Key, list[Key]] = {key: [] for key in rows}
     for row in rows:
         for ancestor in ancestors(row):
@@ -336,15 +337,35 @@ def _population_problems(
     return _capped("statistics", lines)
 
 
-def _dp_dominance_problems(leaves: _Leaves, keys: tuple[str, ...], below: dict[Key, set[Key]]) -> list[str]:
-    """Under differential privacy k holds for the noisy device counts (checked above) and differences of
-    noisy values are noisy: only dominance is checked on the true contributions (cells without any are
-    pure noise and pass)."""
+def _dp_noisy_problems(
+    built: BuiltDataset, keys: tuple[str, ...], device_columns: list[str], settings: Settings
+) -> list[str]:
+    """Under differential privacy every published row must follow from its noisy values alone: its noisy
+    per-operator device counts exist, add up to the published device count, and no operator's share of
+    them exceeds the dominance share.  The true contributions are not consulted: a decision on them would
+    not be covered by the noise."""
+    per_operator: dict[Key, tuple[int, ...]] = built.internal.get("dp_operator_devices", {})
+    threshold = built.internal.get("dp_threshold") or settings.publish_k
+    rows = rows_by_key(built.table, keys)
+    names = built.table.column_names
     lines = []
-    for key in sorted(below, key=lambda k: tuple(map(str, k))):
-        verdict = leaves.verdict(below[key]) if below[key] else None
-        if verdict:
-            lines.append(f"row {_describe(keys, key)}: {verdict}")
+    for key in sorted(rows, key=lambda k: tuple(map(str, k))):
+        counts = per_operator.get(key)
+        if counts is None:
+            lines.append(f"row {_describe(keys, key)}: no noisy operator counts behind it")
+            continue
+        for name in device_columns:
+            if rows[key][names.index(name)] != max(0, sum(counts)):
+                lines.append(f"row {_describe(keys, key)}: {name} is not the sum of its operator counts")
+            elif rows[key][names.index(name)] < threshold:
+                lines.append(f"row {_describe(keys, key)}: {name} is under the threshold {threshold}")
+        positive = [max(0, c) for c in counts]
+        share = max(positive) / sum(positive) if sum(positive) > 0 else 1.0
+        if share > settings.publish_dominance:
+            lines.append(
+                f"row {_describe(keys, key)}: one operator holds {share:.0%} of the noisy device counts > "
+                f"dominance share {settings.publish_dominance:.0%}"
+            )
     return lines
 
 

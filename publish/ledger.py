@@ -1,21 +1,35 @@
-"""The privacy ledger: differential-privacy budget spent by each dataset, across all its releases.
+"""The privacy ledger: the differential-privacy budget spent on each JST day, by all datasets and releases.
 
-Every differentially private release spends some epsilon (and delta).  Under basic sequential composition
-the releases of one dataset together are ``(sum of epsilon, sum of delta)``-DP, so the ledger adds them up
-and refuses a release that would take the total epsilon over the dataset's budget (the setting
-``dp_budget_epsilon``) with :class:`store.errors.PrivacyBudgetExhausted`.
+The privacy unit is a **device-day** (``publish.noise``): every cell of every dataset lies in one JST day,
+so a device's samples of day d reach only day-d cells.  Releases of different datasets, and repeated
+releases, compose sequentially on the days they share (basic composition: epsilons and deltas add up);
+different days compose in parallel.  So the guarantee for a device-day is the **sum over every release of
+every dataset that published its day**, and that is what the ledger keeps: one file for the whole release
+folder, ``{releases}/privacy-ledger.json``, with per release the dataset, the days it published first and
+the (epsilon, delta) it spent on each of them.  A release whose spending would take any of its days over
+``dp_budget_epsilon`` is refused with :class:`store.errors.PrivacyBudgetExhausted`, naming the day and the
+figures.  Days a release repeats from an earlier one (``publish.previous``) draw no noise and are not
+charged: they are not in its ``days``.
 
-Spending is two-phase so that a failed release spends nothing::
+Spending is two-phase so that the ledger and the releases agree::
 
-    with ledger.spending("traffic-speed-mesh", "2025-01-01_2025-01-31", epsilon=1.0, delta=1e-6):
-        ...  # build, check and write the release; an exception releases the reservation
+    with ledger.spending("traffic-speed-mesh", "2025-01-01_2025-01-31-r1", days, epsilon=0.3, delta=0):
+        ...  # build, check, write the release and rename it into place
 
-:meth:`PrivacyLedger.reserve` takes budget out under an exclusive ``flock`` (so two processes cannot both
-take the last of it), :meth:`PrivacyLedger.commit` makes it final, :meth:`PrivacyLedger.cancel` gives it
-back.  A reservation left by a process that died counts as spent: the ledger errs on the side of privacy.
+:meth:`PrivacyLedger.reserve` charges the budget under an exclusive ``flock`` (two processes cannot both
+take the last of it) **before** anything is built: a release folder never exists without its charge.
+:meth:`PrivacyLedger.commit` marks the charge final once the folder is in place; :meth:`PrivacyLedger.cancel`
+gives it back when the release fails.  A process killed in between leaves a reservation; the next
+release settles it (:meth:`PrivacyLedger.settle`): committed when its folder exists, given back when it
+does not and no process is publishing that dataset any more.  So the ledger ends up charged for exactly
+what was published.
 
-The file is JSON (``{releases}/{dataset}/privacy-ledger.json`` by default), rewritten atomically (temporary
-file, fsync, rename, fsync of the folder).  It holds parameters only, never data or secrets.
+Ledgers of earlier versions, one per dataset (``{releases}/{dataset}/privacy-ledger.json``), are adopted
+into this one before any new charge (:func:`legacy_entries`): what they spent still counts, on every day
+of each release's range.
+
+The file is JSON, rewritten atomically (temporary file, fsync, rename, fsync of the folder).  It holds
+parameters only, never data or secrets.
 """
 
 from __future__ import annotations
@@ -24,19 +38,22 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from store.errors import ConfigError, PrivacyBudgetExhausted
 
 LEDGER_NAME = "privacy-ledger.json"
-FORMAT = 1
+FORMAT = 2
 _SLACK = 1e-9  # float sums of epsilons: 0.1 + 0.2 must fit a budget of 0.3
+_VERSION_RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})-r\d+")
 
 
 @dataclass(frozen=True)
@@ -45,20 +62,31 @@ class LedgerEntry:
 
     dataset: str
     version: str
-    epsilon: float
+    days: tuple[str, ...]  # JST days (ISO) this release published first: each is charged
+    epsilon: float  # per device-day, on each of ``days``
     delta: float
     state: str  # "reserved" or "committed"
     token: str
     at: str  # UTC time of the reservation (ISO 8601)
 
 
-def ledger_path(releases: Path, dataset_id: str) -> Path:
-    """Where a dataset's ledger lives: beside its release folders."""
-    return Path(releases) / dataset_id / LEDGER_NAME
+@dataclass(frozen=True)
+class DaySpending:
+    """What one day has spent, in total and per dataset."""
+
+    day: str
+    epsilon: float
+    delta: float
+    by_dataset: dict[str, float] = field(default_factory=dict)
+
+
+def ledger_path(releases: Path) -> Path:
+    """Where the ledger lives: at the top of the release folder, beside every dataset's folder."""
+    return Path(releases) / LEDGER_NAME
 
 
 class PrivacyLedger:
-    """The epsilon/delta spent per dataset, kept in one JSON file, with a total epsilon budget."""
+    """The epsilon/delta spent per JST day over all datasets, in one JSON file, with a budget per day."""
 
     def __init__(self, path: Path, budget_epsilon: float) -> None:
         if not budget_epsilon > 0:
@@ -72,40 +100,38 @@ class PrivacyLedger:
         """The entries (reserved and committed), oldest first, of one dataset or of all."""
         return [e for e in self._read() if dataset_id is None or e.dataset == dataset_id]
 
-    def spent(self, dataset_id: str) -> tuple[float, float]:
-        """Total (epsilon, delta) of the dataset's committed and reserved entries."""
-        found = self.entries(dataset_id)
-        return sum(e.epsilon for e in found), sum(e.delta for e in found)
+    def spent(self, day: date | str) -> DaySpending:
+        """Total (epsilon, delta) charged on ``day`` by every dataset's reserved and committed releases."""
+        return _spending(self._read(), _iso(day))
 
-    def remaining(self, dataset_id: str) -> float:
-        """Epsilon the dataset may still spend (never below 0)."""
-        return max(0.0, self.budget_epsilon - self.spent(dataset_id)[0])
+    def remaining(self, day: date | str) -> float:
+        """Epsilon ``day`` may still spend (never below 0)."""
+        return max(0.0, self.budget_epsilon - self.spent(day).epsilon)
 
     # -- spending -------------------------------------------------------------------------------------------
 
-    def reserve(self, dataset_id: str, version: str, epsilon: float, delta: float) -> LedgerEntry:
-        """Take ``epsilon``/``delta`` out of the budget for ``version``, or raise PrivacyBudgetExhausted."""
+    def reserve(
+        self, dataset_id: str, version: str, days: Iterable[date | str], epsilon: float, delta: float
+    ) -> LedgerEntry:
+        """Charge ``epsilon``/``delta`` on each of ``days`` for ``version`` (or PrivacyBudgetExhausted)."""
+        charged = tuple(sorted({_iso(d) for d in days}))
+        if not charged:
+            raise ConfigError("A release that publishes no new day spends no privacy budget")
         if not epsilon > 0 or not 0 <= delta < 1:
             raise ConfigError(f"A release must spend epsilon > 0 and 0 <= delta < 1, got {epsilon}, {delta}")
         with self._locked():
             entries = self._read()
-            mine = [e for e in entries if e.dataset == dataset_id]
-            if any(e.version == version for e in mine):
+            if any(e.dataset == dataset_id and e.version == version for e in entries):
                 raise PrivacyBudgetExhausted(
                     f"{dataset_id} version {version} has already spent privacy budget; a rebuild must reuse "
                     "its stored noisy output instead of drawing new noise"
                 )
-            spent = sum(e.epsilon for e in mine)
-            if spent + epsilon > self.budget_epsilon + _SLACK:
-                raise PrivacyBudgetExhausted(
-                    f"{dataset_id}: privacy budget exhausted: this release needs epsilon {epsilon:g}, "
-                    f"spent {spent:g} of {self.budget_epsilon:g} "
-                    f"({max(0.0, self.budget_epsilon - spent):g} left); raise 'dp_budget_epsilon' "
-                    "deliberately or publish without differential privacy"
-                )
+            for day in charged:
+                self._refuse_over_budget(_spending(entries, day), dataset_id, epsilon)
             entry = LedgerEntry(
                 dataset_id,
                 version,
+                charged,
                 float(epsilon),
                 float(delta),
                 "reserved",
@@ -115,14 +141,25 @@ class PrivacyLedger:
             self._write([*entries, entry])
             return entry
 
+    def _refuse_over_budget(self, day: DaySpending, dataset_id: str, epsilon: float) -> None:
+        if day.epsilon + epsilon <= self.budget_epsilon + _SLACK:
+            return
+        by = ", ".join(f"{name} {value:g}" for name, value in sorted(day.by_dataset.items()))
+        raise PrivacyBudgetExhausted(
+            f"{dataset_id}: privacy budget exhausted for {day.day}: this release needs epsilon {epsilon:g} "
+            f"per device-day, that day has spent {day.epsilon:g} of {self.budget_epsilon:g} "
+            f"({max(0.0, self.budget_epsilon - day.epsilon):g} left; {by}); raise 'dp_budget_epsilon' "
+            "deliberately or publish without differential privacy"
+        )
+
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
         """Make a reservation final (the release exists now)."""
         with self._locked():
             entries = self._read()
             found = [e for e in entries if e.token == entry.token]
             if not found:
-                raise ConfigError(f"No reservation {entry.token} in the privacy ledger {self.path}")
-            done = LedgerEntry(**{**asdict(found[0]), "state": "committed"})
+                raise ConfigError(f"No reservation {entry.token} in the privacy ledger {self.path.name}")
+            done = replace(found[0], state="committed")
             self._write([done if e.token == entry.token else e for e in entries])
             return done
 
@@ -134,10 +171,49 @@ class PrivacyLedger:
                 raise ConfigError(f"Reservation {entry.token} is committed and cannot be given back")
             self._write([e for e in entries if e.token != entry.token])
 
+    def adopt(self, legacy: Iterable[LedgerEntry]) -> int:
+        """Add what earlier per-dataset ledgers spent (:func:`legacy_entries`), once; returns how many."""
+        with self._locked():
+            entries = self._read()
+            known = {(e.dataset, e.version) for e in entries}
+            new = [e for e in legacy if (e.dataset, e.version) not in known]
+            if new:
+                self._write([*new, *entries])
+            return len(new)
+
+    def unused_version(self, dataset_id: str, name: str) -> str:
+        """``name`` (``...-r{n}``), or the next ``-r{n}`` this ledger has not charged for ``dataset_id``."""
+        charged = {e.version for e in self.entries(dataset_id)}
+        while name in charged:
+            stem, _, n = name.rpartition("-r")
+            name = f"{stem}-r{int(n) + 1}"
+        return name
+
+    def settle(self, published: Callable[[LedgerEntry], bool | None]) -> list[LedgerEntry]:
+        """Settle reservations left by killed processes: ``published(entry)`` says True (its release folder
+        exists: commit), False (it does not, and nobody is making it: give back) or None (a release is in
+        progress: leave it).  Returns the entries given back."""
+        with self._locked():
+            entries = self._read()
+            kept, dropped = [], []
+            for e in entries:
+                verdict = published(e) if e.state == "reserved" else None
+                if verdict is True:
+                    kept.append(replace(e, state="committed"))
+                elif verdict is False:
+                    dropped.append(e)
+                else:
+                    kept.append(e)
+            if kept != entries:
+                self._write(kept)
+            return dropped
+
     @contextlib.contextmanager
-    def spending(self, dataset_id: str, version: str, epsilon: float, delta: float) -> Iterator[LedgerEntry]:
+    def spending(
+        self, dataset_id: str, version: str, days: Iterable[date | str], epsilon: float, delta: float
+    ) -> Iterator[LedgerEntry]:
         """Reserve for the block; commit when it succeeds, give the budget back when it raises."""
-        entry = self.reserve(dataset_id, version, epsilon, delta)
+        entry = self.reserve(dataset_id, version, days, epsilon, delta)
         try:
             yield entry
         except BaseException:
@@ -145,9 +221,25 @@ class PrivacyLedger:
             raise
         self.commit(entry)
 
-    def spend(self, dataset_id: str, version: str, epsilon: float, delta: float) -> LedgerEntry:
+    def spend(
+        self, dataset_id: str, version: str, days: Iterable[date | str], epsilon: float, delta: float
+    ) -> LedgerEntry:
         """Reserve and commit at once (for a release that already exists)."""
-        return self.commit(self.reserve(dataset_id, version, epsilon, delta))
+        return self.commit(self.reserve(dataset_id, version, days, epsilon, delta))
+
+    def summary(self, days: Iterable[date | str]) -> dict[str, Any]:
+        """What the metadata says about ``days``: per day the total spent and by which datasets."""
+        entries = self._read()
+        spent = [_spending(entries, day) for day in sorted({_iso(d) for d in days})]
+        return {
+            "budget_epsilon_per_device_day": self.budget_epsilon,
+            "spent_per_day": {
+                s.day: {"epsilon": s.epsilon, "delta": s.delta, "by_dataset": s.by_dataset} for s in spent
+            },
+            "max_spent_epsilon": max((s.epsilon for s in spent), default=0.0),
+            "max_spent_delta": max((s.delta for s in spent), default=0.0),
+            "ledger": self.path.name,
+        }
 
     # -- the file -------------------------------------------------------------------------------------------
 
@@ -167,16 +259,16 @@ class PrivacyLedger:
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"The privacy ledger {self.path} cannot be read: {exc}") from exc
+            raise ConfigError(f"The privacy ledger {self.path.name} cannot be read: {exc}") from exc
         if raw.get("format") != FORMAT or not isinstance(raw.get("entries"), list):
-            raise ConfigError(f"The privacy ledger {self.path} is not a format-{FORMAT} ledger")
+            raise ConfigError(f"The privacy ledger {self.path.name} is not a format-{FORMAT} ledger")
         try:
-            return [LedgerEntry(**item) for item in raw["entries"]]
-        except TypeError as exc:
-            raise ConfigError(f"The privacy ledger {self.path} has a malformed entry: {exc}") from exc
+            return [LedgerEntry(**{**item, "days": tuple(item["days"])}) for item in raw["entries"]]
+        except (TypeError, KeyError) as exc:
+            raise ConfigError(f"The privacy ledger {self.path.name} has a malformed entry: {exc}") from exc
 
     def _write(self, entries: list[LedgerEntry]) -> None:
-        body = {"format": FORMAT, "entries": [asdict(e) for e in entries]}
+        body = {"format": FORMAT, "unit": "device-day", "entries": [asdict(e) for e in entries]}
         fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -194,3 +286,84 @@ class PrivacyLedger:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def release_placed(releases: Path, publishing: str, provenance: str) -> Callable[[LedgerEntry], bool | None]:
+    """For :meth:`PrivacyLedger.settle`: whether a reservation's release exists (True: its folder holds
+    ``provenance``), was abandoned (False) or may still be made (None: another process holds its
+    dataset's lock, ``{releases}/{dataset}/.lock``).  The caller holds ``publishing``'s lock."""
+
+    def placed(entry: LedgerEntry) -> bool | None:
+        if (releases / entry.dataset / entry.version / provenance).is_file():
+            return True
+        lock = releases / entry.dataset / ".lock"
+        if entry.dataset == publishing or not lock.exists():
+            return False
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+    return placed
+
+
+def legacy_entries(releases: Path) -> list[LedgerEntry]:
+    """What the per-dataset ledgers of earlier versions (``{releases}/{dataset}/privacy-ledger.json``,
+    format 1, epsilon per release over its devices) spent: each release charged on every day of its range
+    (from its ``provenance.json``, else from its version name), reservations as spent (their rule)."""
+    out = []
+    for path in sorted(Path(releases).glob(f"*/{LEDGER_NAME}")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"The privacy ledger {path.parent.name}/{path.name} cannot be read: {exc}"
+            ) from exc
+        if not isinstance(raw, dict) or raw.get("format") != 1:
+            continue
+        try:
+            for item in raw.get("entries", []):
+                days = _legacy_days(path.parent / item["version"], item["version"])
+                out.append(
+                    LedgerEntry(
+                        item["dataset"], item["version"], days, float(item["epsilon"]),
+                        float(item["delta"]), "committed", item["token"], item["at"],
+                    )
+                )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            name = f"{path.parent.name}/{path.name}"
+            raise ConfigError(f"The old privacy ledger {name} has a malformed entry: {exc!r}") from exc
+    return out
+
+
+def _legacy_days(folder: Path, version: str) -> tuple[str, ...]:
+    try:
+        provenance = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+        first, last = date.fromisoformat(provenance["date_from"]), date.fromisoformat(provenance["date_to"])
+    except (OSError, ValueError, KeyError):
+        match = _VERSION_RANGE.fullmatch(version)
+        if match is None:
+            raise ConfigError(
+                f"The old privacy ledger names release {folder.parent.name}/{version}, whose days cannot be "
+                "told (no provenance.json, no date range in its name): restore its folder"
+            ) from None
+        first, last = date.fromisoformat(match[1]), date.fromisoformat(match[2])
+    return tuple((first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+
+
+def _iso(day: date | str) -> str:
+    return day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat()
+
+
+def _spending(entries: list[LedgerEntry], day: str) -> DaySpending:
+    by_dataset: dict[str, float] = defaultdict(float)
+    epsilon = delta = 0.0
+    for e in entries:
+        if day in e.days:
+            epsilon += e.epsilon
+            delta += e.delta
+            by_dataset[e.dataset] += e.epsilon
+    return DaySpending(day, epsilon, delta, dict(by_dataset))

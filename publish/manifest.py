@@ -95,9 +95,31 @@ def privacy_summary(built: BuiltDataset) -> tuple[str, str]:
         f"{p.cells_suppressed_complementary} complementary)."
     )
     if p.epsilon is not None:
-        delta = f", δ = {p.delta:g}" if p.delta is not None else ""
-        ja += f"差分プライバシー: ε = {p.epsilon:g}{delta}。"
-        en += f" Differential privacy: ε = {p.epsilon:g}{delta}."
+        return _dp_summary(built)
+    return ja, en
+
+
+def _dp_summary(built: BuiltDataset) -> tuple[str, str]:
+    """Under differential privacy: the guarantee it gives, and no more (docs/PRIVACY.md)."""
+    p = built.privacy
+    dp = p.extra.get("differential_privacy", {})
+    threshold = dp.get("publication_threshold", p.k)
+    delta = f", δ = {p.delta:g}" if p.delta is not None else ""
+    ja = (
+        f"プライバシー保護: 端末・日単位の差分プライバシー (このデータセット ε = {p.epsilon:g}{delta}。"
+        "全データセット・全版の合計は予算台帳で上限管理)。ノイズを加えた端末数が "
+        f"{threshold} 以上 (k = {p.k}) で、ノイズを加えた事業者別端末数で一事業者が "
+        f"{p.dominance_share:.0%} を超えないセルのみ公開。時間は {p.time_coarsening}、空間は "
+        f"{p.space_coarsening} に粗視化。事業者の車両群全体は保護対象外、事業者一覧は公開情報。"
+    )
+    en = (
+        f"Privacy: differential privacy per device-day (ε = {p.epsilon:g}{delta} for this dataset; the "
+        "total over all datasets and releases is bounded by the budget ledger); a cell is published when "
+        f"its noisy device count is at least {threshold} (k = {p.k}) and no operator holds more than "
+        f"{p.dominance_share:.0%} of its noisy device counts; time coarsened to {p.time_coarsening}, space "
+        f"to {p.space_coarsening}. An operator's fleet as a whole is not protected; the operator list is "
+        "public."
+    )
     return ja, en
 
 

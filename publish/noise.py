@@ -6,10 +6,22 @@ instead of its exact query.  Each dataset has a :class:`DpPlan` (``publish.aggre
 * ``device_rows``: one row per device and cell (every level: 250 m and 1 km cells, a device type and the
   day's ``all`` total), from the same date-cut, privacy-zone-free source the exact query reads;
 * the per-device cap of each count and the bounds of each mean (from the schema's ranges or a documented
-  cap), and ``L``: the cells one device may contribute to per JST day (``contributions_per_day``; a
-  release of n days bounds a device to ``n * L`` cells, the privacy unit being the device over the release);
+  cap), and ``L``: the cells one device may contribute to per JST day (``contributions_per_day``);
+* its share of ``dp_epsilon`` (``epsilon_share``: the shares of all plans add up to 1, so a day published
+  by every dataset costs ``dp_epsilon``) and the part of it the device counts get (``devices_share``);
 * which output columns are noisy, which are totals (noisy mean x noisy devices) and which are always empty
   (percentiles: the Laplace mechanisms here release counts and means only).
+
+**The privacy unit is a device-day**: a device's samples of one JST day.  Every cell of every dataset lies
+in one JST day, so each unit is bounded to L cells of its day and the days compose in parallel: a release
+of any number of days spends its epsilon once per device-day.  The ledger (``publish.ledger``) adds up what
+all datasets and releases spent on each day.
+
+The device count is noised per (cell, operator) over the public list of operators (``dp_operators``; when
+unset, the operators with rows in the release's days, taken as public: the trial operators of the testbed
+are announced); ``devices`` is their sum, and whether a cell is published depends only on noisy
+values (:func:`noisy_suppression`): the noisy device count against k, the largest noisy operator share
+against the dominance share.  Nothing true (counts, shares, existence of data) decides a row.
 
 The cells released are a **public universe** fixed before looking at the data (every time bucket of the
 range x every 250 m and 1 km mesh of the corridor area; every zone x event kind x day; every device type x
@@ -26,9 +38,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import duckdb
@@ -38,13 +51,18 @@ import pyarrow.compute as pc
 import shapely
 
 from publish._registry import BuildRequest
-from publish.dp import DEVICES, DpReport, apply_dp
+from publish.anonymize import Suppression
+from publish.dp import DEVICES, OPERATOR_DEVICES, DpReport, apply_dp
+from publish.dp_threshold import publication_threshold, sum_tail
 from publish.model import DatasetSpec
+from publish.previous import Key, jst_day
+from store.errors import ConfigError
 from store.geo import PrivacyZones, corridor_zones, jis_mesh, mesh_bounds, mesh_level, mesh_polygon
 from store.settings import Settings
 
 UniverseSpace = Callable[[Settings], list[Any]]
 _JST = timezone(timedelta(hours=9))
+_OPERATOR = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,9 @@ class DpPlan:
     extra_keys: Mapping[str, tuple[Any, ...]]  # other key columns and their public values (kind)
     time_step: timedelta
     devices_column: str  # output column of the noisy distinct-device count
-    contributions_per_day: int  # L per JST day
+    contributions_per_day: int  # L: cells per device-day (a keyed random L of them when it has more)
+    epsilon_share: float  # part of dp_epsilon this dataset spends per device-day (all plans: 1)
+    devices_share: float  # part of the dataset's epsilon the device counts get (the rest: counts, means)
     counts: Mapping[str, int]  # count column -> per-device cap in one cell
     means: Mapping[str, tuple[float, float]]  # column -> bounds of a device's own mean in one cell
     totals: frozenset[str] = frozenset()  # mean columns published as noisy mean x noisy devices
@@ -70,8 +90,12 @@ class DpPlan:
     def noisy(self) -> tuple[str, ...]:
         return (self.devices_column, *self.counts, *self.means)
 
-    def contributions(self, days: int) -> int:
-        return self.contributions_per_day * days
+    def epsilon(self, settings: Settings) -> float:
+        """Epsilon per device-day this dataset's release spends (0 with DP off)."""
+        return (settings.dp_epsilon or 0.0) * self.epsilon_share
+
+    def delta(self, settings: Settings) -> float:
+        return settings.dp_delta * self.epsilon_share
 
 
 DP_PLANS: dict[str, DpPlan] = {}
@@ -140,38 +164,84 @@ def universe(plan: DpPlan, request: BuildRequest, key_schema: pa.Schema) -> pa.T
 # -- noisy cells ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NoisyCells:
+    """Every cell of the universe with noisy values, and the noisy device count of each operator in it."""
+
+    table: pa.Table  # the spec's columns
+    report: DpReport
+    operators: tuple[str, ...]  # public: the order of each cell's operator counts
+    operator_devices: dict[Key, tuple[int, ...]]  # cell key -> noisy device count per operator (internal)
+    threshold: int  # the least noisy device count published (at least k; see publication_threshold)
+    false_cells_per_day: float  # expected cells without any device that pass the threshold, per day
+
+
 def noisy_cells(
     con: duckdb.DuckDBPyConnection, request: BuildRequest, plan: DpPlan, key_columns: tuple[str, ...]
-) -> tuple[pa.Table, DpReport]:
+) -> NoisyCells:
     """The dataset's cells (spec columns) with noisy counts and means, and what OpenDP did."""
     spec, settings = request.spec, request.settings
-    assert settings.dp_epsilon is not None
     key_schema = pa.schema([spec.schema.field(k) for k in key_columns])
     cells = universe(plan, request, key_schema)
     rows = plan.device_rows(con)
+    devices = rows.column("device").cast(pa.string()).to_pylist()
+    days = [jst_day(v).isoformat() for v in rows.column(plan.time_column).to_pylist()]
     rows = pa.table(
         {
             **{k: rows.column(k).cast(key_schema.field(k).type) for k in key_columns},
-            "device": rows.column("device").cast(pa.string()),
+            # the privacy unit: a device-day (``operator/device_id`` and the JST day of the cell)
+            "device": pa.array([f"{d}@{day}" for d, day in zip(devices, days, strict=True)], pa.string()),
+            "operator": pa.array([d.partition("/")[0] for d in devices], pa.string()),
             **{c: rows.column(c).cast(pa.int64()) for c in plan.counts},
             **{m: rows.column(m).cast(pa.float64()) for m in plan.means},
         }
     )
     public_space = pa.array(plan.space(settings), key_schema.field(plan.space_column).type)
     rows = rows.filter(pc.is_in(rows.column(plan.space_column), value_set=public_space))
-    days = (request.date_to - request.date_from).days + 1
+    operators = public_operators(settings) or tuple(sorted({d.partition("/")[0] for d in devices}))
     noisy, report = apply_dp(
         rows,
         keys=list(key_columns),
         device="device",
         counts=plan.counts,
         means=plan.means,
-        epsilon=settings.dp_epsilon,
-        delta=settings.dp_delta,
-        contributions=plan.contributions(days),
+        epsilon=plan.epsilon(settings),
+        delta=plan.delta(settings),
+        contributions=plan.contributions_per_day,
         seed=f"corridorhub differential privacy: {spec.id}".encode(),
         universe=cells,
+        devices_share=plan.devices_share,
+        operator="operator" if operators else None,
+        operators=operators,
     )
+    per_operator: dict[Key, tuple[int, ...]] = {}
+    if OPERATOR_DEVICES in noisy.column_names:
+        keys = zip(*(noisy.column(k).to_pylist() for k in key_columns), strict=True)
+        counts = noisy.column(OPERATOR_DEVICES).to_pylist()
+        per_operator = {tuple(k): tuple(c) for k, c in zip(keys, counts, strict=True)}
+    scale, terms = report.queries[DEVICES]["scale"], max(1, len(operators))
+    per_day = cells.num_rows / ((request.date_to - request.date_from).days + 1)
+    threshold = publication_threshold(scale, terms, per_day, settings.publish_k, settings.dp_false_cells)
+    false_cells = per_day * sum_tail(scale, terms, threshold)
+    table = _spec_columns(noisy, spec, plan, key_columns)
+    return NoisyCells(table, report, operators, per_operator, threshold, false_cells)
+
+
+def public_operators(settings: Settings) -> tuple[str, ...]:
+    """The operators of ``dp_operators`` (empty when unset), checked against the MQTT contract's names."""
+    if not settings.dp_operators:
+        return ()
+    names = tuple(sorted({n.strip() for n in settings.dp_operators.split(",") if n.strip()}))
+    bad = [n for n in names if not _OPERATOR.fullmatch(n)]
+    if bad or not names:
+        raise ConfigError(
+            f"Setting 'dp_operators' must be operator names ([A-Za-z0-9_-]{{1,64}}) separated by commas, "
+            f"got {settings.dp_operators!r}"
+        )
+    return names
+
+
+def _spec_columns(noisy: pa.Table, spec: DatasetSpec, plan: DpPlan, key_columns: tuple[str, ...]) -> pa.Table:
     devices = noisy.column(DEVICES)
     out: dict[str, pa.Array | pa.ChunkedArray] = {}
     for column in spec.columns:
@@ -192,15 +262,71 @@ def noisy_cells(
             out[name] = pa.array(np.round(values, plan.digits.get(name, 4)), pa.float64())
         else:
             out[name] = pa.nulls(noisy.num_rows, column.type)
-    return pa.table(out).cast(spec.schema), report
+    return pa.table(out).cast(spec.schema)
 
 
-def dp_parameters(plan: DpPlan, report: DpReport, days: int) -> dict[str, Any]:
+def noisy_share(operator_devices: tuple[int, ...]) -> float | None:
+    """The largest operator's share of a cell's noisy device counts (negatives count as 0); None when
+    every count is 0 or below."""
+    positive = [max(0, c) for c in operator_devices]
+    total = sum(positive)
+    return max(positive) / total if total > 0 else None
+
+
+def noisy_suppression(
+    noisy: NoisyCells,
+    key_columns: tuple[str, ...],
+    *,
+    k: int,
+    dominance: float,
+    devices_column: str,
+    time_column: str,
+    repeated_days: frozenset[date] = frozenset(),
+) -> Suppression:
+    """Which cells are published under differential privacy, from noisy values only: the noisy device
+    count at least the threshold (k, raised so that noise alone publishes few empty cells:
+    :func:`publish.dp.publication_threshold`), and no operator's share of the noisy device counts above
+    ``dominance``; days published before are left to their first release.  No complementary
+    suppression: every published value is noisy, and so is any difference of them (post-processing)."""
+    table = noisy.table
+    names = table.column_names
+    columns = [table.column(n).to_pylist() for n in names]
+    at = {n: i for i, n in enumerate(names)}
+    result = Suppression(published=set(), cells_before=table.num_rows)
+    for row in zip(*columns, strict=True):
+        key: Key = tuple(row[at[c]] for c in key_columns)
+        share = noisy_share(noisy.operator_devices.get(key, ()))
+        if jst_day(row[at[time_column]]) in repeated_days:
+            result.reasons[key] = "previous"
+        elif row[at[devices_column]] is None or row[at[devices_column]] < max(k, noisy.threshold):
+            result.reasons[key] = "k"
+        elif share is None or share > dominance:
+            result.reasons[key] = "dominance"
+        else:
+            result.published.add(key)
+    result.suppressed_k = sum(r == "k" for r in result.reasons.values())
+    result.suppressed_dominance = sum(r == "dominance" for r in result.reasons.values())
+    result.suppressed_previous = sum(r == "previous" for r in result.reasons.values())
+    return result
+
+
+def dp_parameters(plan: DpPlan, noisy: NoisyCells, days: int) -> dict[str, Any]:
     """The differential-privacy part of the privacy report (privacy.json, datapackage, DCAT, CKAN)."""
     return {
-        **report.as_dict(),
-        "privacy_unit": "device (all its samples in the release)",
+        **noisy.report.as_dict(),
+        "privacy_unit": "device-day (one device's samples of one JST day)",
+        "guarantee": (
+            "epsilon-differential privacy per device-day: adding or removing all of one device's samples "
+            "of one JST day changes the probability of any output of this release by at most a factor "
+            "exp(epsilon); the ledger bounds the sum over all datasets and releases of that day "
+            "(privacy_budget).  A device active on n days is covered with n times that epsilon.  No "
+            "protection of an operator's fleet as a whole (many devices) and none of the operator list, "
+            "which is public."
+        ),
         "contributions_per_day": plan.contributions_per_day,
+        "contributions_kept": "a keyed random L of a device-day's cells (HMAC-SHA256, not the values)",
+        "epsilon_share": plan.epsilon_share,
+        "devices_share": plan.devices_share,
         "days": days,
         "count_caps": dict(plan.counts),
         "mean_bounds": {name: list(bounds) for name, bounds in plan.means.items()},
@@ -208,8 +334,18 @@ def dp_parameters(plan: DpPlan, report: DpReport, days: int) -> dict[str, Any]:
         "totals_as_noisy_mean_times_noisy_devices": sorted(plan.totals),
         "empty_columns": list(plan.dropped),
         "cells": "public universe: every time bucket x every corridor cell (privacy zones excluded)",
-        "k_rule": "k applies to the noisy device count",
-        "dominance_rule": "on the true operator shares (commercial confidentiality, not privacy)",
+        "operators": "public list, noised per (cell, operator); not published",
+        "operators_count": len(noisy.operators),
+        "publication_threshold": noisy.threshold,
+        "expected_cells_without_devices_published_per_day": round(noisy.false_cells_per_day, 4),
+        "k_rule": (
+            "a cell is published when its noisy device count is at least publication_threshold: k, raised "
+            "until noise alone would publish at most dp_false_cells cells without any device per day"
+        ),
+        "dominance_rule": (
+            "a cell is suppressed when one operator's share of the noisy per-operator device counts "
+            "exceeds dominance_share (noisy values only; device shares, not samples)"
+        ),
         "complementary_rule": "not applied: every published value is noisy, differences of them too",
     }
 
@@ -221,6 +357,8 @@ _NOISY_EN = (
 _NOISY_JA = (
     "［この版は差分プライバシー: ノイズを加えた値（平均は端末ごとの平均の平均）。privacy.json 参照。］"
 )
+_DEVICES_EN = " [The published count is noisy: the true number of devices may be below k.]"
+_DEVICES_JA = "［公開値はノイズを含み、実際の端末数は k 未満の場合があります。］"
 _EMPTY_EN = " [Differential privacy in this release: always empty (not released under this mechanism).]"
 _EMPTY_JA = "［この版は差分プライバシー: 常に空欄（この方式では公開しません）。］"
 
@@ -229,7 +367,9 @@ def dp_spec(spec: DatasetSpec, plan: DpPlan) -> DatasetSpec:
     """``spec`` with each noisy or empty column saying so in its ja/en description."""
     columns = []
     for column in spec.columns:
-        if column.name in plan.noisy:
+        if column.name == plan.devices_column:
+            en, ja = _NOISY_EN + _DEVICES_EN, _NOISY_JA + _DEVICES_JA
+        elif column.name in plan.noisy:
             en, ja = _NOISY_EN, _NOISY_JA
         elif column.name in plan.dropped:
             en, ja = _EMPTY_EN, _EMPTY_JA

@@ -16,10 +16,12 @@ Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) give
 data files: queries round and sort deterministically and the data files hold no build time.
 
 **Differential privacy** (``dp_epsilon`` set, for the datasets with a plan in ``publish.noise``): the
-release spends ``dp_epsilon``/``dp_delta`` from the dataset's ledger (``publish.ledger``) with
-``ledger.spending(...)`` around build, gate, writing and the rename: the budget is reserved before any work
-(an exhausted budget fails at once, leaving nothing), committed once the folder is in place, and given
-back when anything fails.  OpenDP's noise cannot be seeded, so a DP release cannot be rebuilt: a rebuild
+release charges its dataset's share of ``dp_epsilon`` (per device-day) on each day it publishes first to
+the one ledger of the release folder (``publish.ledger``), with ``ledger.spending(...)`` around build,
+gate, writing and the rename: the budget is reserved before any work (an exhausted budget fails at once,
+leaving nothing), committed once the folder is in place, and given back when anything fails; reservations
+left by a killed publish are settled first (committed if their folder exists, else given back).
+OpenDP's noise cannot be seeded, so a DP release cannot be rebuilt: a rebuild
 (``at_versions``) is refused, and the stored folder, checked by its manifest, is the release's only form.
 """
 
@@ -53,7 +55,7 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import PrivacyLedger, ledger_path
+from publish.ledger import PrivacyLedger, ledger_path, legacy_entries, release_placed
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
@@ -86,9 +88,12 @@ class ReleaseResult:
         private = ""
         if p.epsilon is not None:
             budget = p.extra.get("privacy_budget", {})
+            threshold = p.extra.get("differential_privacy", {}).get("publication_threshold", p.k)
             private = (
-                f", differential privacy ε={p.epsilon:g} δ={p.delta:g} (budget: spent "
-                f"{budget.get('spent_epsilon', 0):g} of {budget.get('budget_epsilon', 0):g})"
+                f", differential privacy ε={p.epsilon:g} δ={p.delta:g} per device-day, noisy device "
+                f"count at least {threshold} (budget: the days "
+                f"have spent at most {budget.get('max_spent_epsilon', 0):g} of "
+                f"{budget.get('budget_epsilon_per_device_day', 0):g}, all datasets)"
             )
         counts = (
             f"{suppressed} of {fresh} cells suppressed (k={p.k}, dominance {p.dominance_share:g}{private})"
@@ -212,7 +217,8 @@ def publish_release(
         raise PublishError(f"Invalid version name {version!r}: letters, digits, '.', '_' and '-' only")
     report = progress or (lambda done, total, label: None)
     dataset_dir = Path(settings.releases) / dataset_id
-    private = dp_plan(dataset_id, settings) is not None
+    plan = dp_plan(dataset_id, settings)
+    private = plan is not None
     if private and at_versions is not None:
         raise PublishError(
             f"{dataset_id} is published with differential privacy, whose noise cannot be drawn again "
@@ -232,15 +238,20 @@ def publish_release(
         if new_days:
             check_closed(new_days, lake, settings, received_until)
         ledger = (
-            PrivacyLedger(ledger_path(Path(settings.releases), dataset_id), settings.dp_budget_epsilon)
-            if private and new_days  # repeating days published before draws no new noise
+            PrivacyLedger(ledger_path(Path(settings.releases)), settings.dp_budget_epsilon)
+            if plan is not None and new_days  # repeating days published before draws no new noise
             else None
         )
-        spending = (
-            ledger.spending(dataset_id, name, settings.dp_epsilon or 0.0, settings.dp_delta)
-            if ledger is not None
-            else contextlib.nullcontext()
-        )
+        spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if ledger is not None and plan is not None:
+            ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
+            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE))
+            if version is None:  # a deleted release's name is not reused: its charge stays
+                name = ledger.unused_version(dataset_id, name)
+            final = dataset_dir / name
+            spending = ledger.spending(
+                dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)
+            )
         with spending:  # reserved before any work; given back when anything below fails
             built, files, built_at = _build_and_place(
                 lake,
@@ -286,6 +297,11 @@ def publish_release(
     )
 
 
+def _dp_threshold(privacy: PrivacyReport) -> str:
+    dp = privacy.extra.get("differential_privacy")
+    return f" or the noisy threshold {dp['publication_threshold']}" if isinstance(dp, dict) else ""
+
+
 def _days_published_before(
     dataset_dir: Path, dataset_id: str, date_from: date, date_to: date, settings: Settings
 ) -> dict[date, datetime]:
@@ -325,7 +341,12 @@ def current_rules(dataset_id: str, settings: Settings) -> dict[str, Any]:
         "privacy_zones_sha256": privacy_zones_sha256(settings),
     }
     if dp_plan(dataset_id, settings) is not None:
-        rules.update(dp_epsilon=settings.dp_epsilon, dp_delta=settings.dp_delta)
+        rules.update(
+            dp_epsilon=settings.dp_epsilon,
+            dp_delta=settings.dp_delta,
+            dp_false_cells=settings.dp_false_cells,
+            dp_operators=settings.dp_operators,
+        )
     return rules
 
 
@@ -363,7 +384,7 @@ def _build_and_place(
         earlier = p.extra.get("cells_suppressed_earlier_releases", 0)
         raise NothingPublishable(
             f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
-            f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}, "
+            f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}{_dp_threshold(p)}, "
             f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
         )
     report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
@@ -371,14 +392,14 @@ def _build_and_place(
     if failures:
         raise GateFailed(dataset_id, failures)
     if ledger is not None:  # this release's reservation is in the ledger already
-        spent_epsilon, spent_delta = ledger.spent(dataset_id)
         built.privacy.extra["privacy_budget"] = {
-            "budget_epsilon": ledger.budget_epsilon,
-            "spent_epsilon": spent_epsilon,
-            "spent_delta": spent_delta,
-            "remaining_epsilon": ledger.remaining(dataset_id),
-            "releases": len(ledger.entries(dataset_id)),
-            "ledger": f"{dataset_id}/{ledger.path.name}",
+            "unit": "device-day",
+            "this_release": {
+                "epsilon": built.privacy.epsilon,
+                "delta": built.privacy.delta,
+                "days_charged": [d.isoformat() for d in new_days],
+            },
+            **ledger.summary(new_days),  # every dataset's releases on these days, this one included
         }
     tmp = dataset_dir / f".tmp-{name}-{uuid.uuid4().hex}"
     try:

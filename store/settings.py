@@ -130,6 +130,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "dp_epsilon": _Bounds(0, 100, open_low=True),
     "dp_delta": _Bounds(0, 0.01, open_high=True),
     "dp_budget_epsilon": _Bounds(0, 1000, open_low=True),
+    "dp_false_cells": _Bounds(0, 1_000_000, open_low=True),
 }
 
 
@@ -222,12 +223,36 @@ class Settings:
         metadata=_help("GeoJSON of privacy zones (depots, homes, hospitals) publishing removes."),
     )
     dp_epsilon: float | None = field(
-        default=None, metadata=_help("Differential privacy: epsilon spent per release (off when unset).")
+        default=None,
+        metadata=_help(
+            "Differential privacy: epsilon per device-day of the four aggregate datasets together "
+            "(each spends its share on the days it publishes first; off when unset)."
+        ),
     )
-    dp_delta: float = field(default=1e-6, metadata=_help("Differential privacy: delta per release."))
+    dp_delta: float = field(
+        default=1e-6, metadata=_help("Differential privacy: delta per device-day, shared like epsilon.")
+    )
     dp_budget_epsilon: float = field(
         default=10.0,
-        metadata=_help("Differential privacy: total epsilon a dataset may spend over all releases."),
+        metadata=_help(
+            "Differential privacy: total epsilon a device-day may be charged over all datasets and "
+            "releases (the ledger <releases>/privacy-ledger.json refuses more)."
+        ),
+    )
+    dp_operators: str | None = field(
+        default=None,
+        metadata=_help(
+            "Differential privacy: the public list of operators (comma-separated) whose device counts are "
+            "noised per operator; devices of others count nowhere.  Unset: the operators with data in "
+            "the release's days, taken as public."
+        ),
+    )
+    dp_false_cells: float = field(
+        default=1.0,
+        metadata=_help(
+            "Differential privacy: expected cells without any device published per dataset and day; the "
+            "threshold on the noisy device count is raised above k until noise alone publishes no more."
+        ),
     )
     ckan_url: str | None = field(default=None, metadata=_help("CKAN portal to push releases to (optional)."))
     ckan_api_key: str | None = field(

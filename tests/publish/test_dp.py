@@ -1,4 +1,4 @@
-"""Differential privacy (OpenDP) and the privacy ledger.
+"""Differential privacy (OpenDP): calibrated noise, contribution bounding, the threshold without a universe.
 
 The noise tests are statistical: OpenDP cannot be seeded, so they draw thousands of values and allow
 bounds many standard errors wide (a false failure is far less likely than one in a million).
@@ -7,21 +7,19 @@ bounds many standard errors wide (a false failure is far less likely than one in
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from publish.dp import DEVICES, apply_dp, bound_contributions
-from publish.ledger import PrivacyLedger, ledger_path
-from store.errors import ConfigError, PrivacyBudgetExhausted
+import publish.datasets  # noqa: F401  (registers every dataset and its DP plan)
+from publish.dp import DEVICES, OPERATOR_DEVICES, apply_dp, bound_contributions
+from publish.dp_threshold import publication_threshold, sum_tail
+from publish.noise import DP_PLANS, public_operators
+from store.errors import ConfigError
+from store.settings import Settings
 
 SEED = b"a seed that is never published"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cells(n_cells: int, devices_per_cell: int, *, value: float = 10.0) -> pa.Table:
@@ -177,72 +175,74 @@ def test_threshold_selects_cells_without_a_universe() -> None:
                  contributions=1, seed=SEED)  # fmt: skip
 
 
-# -- the ledger ----------------------------------------------------------------------------------------------
+def test_the_plans_share_dp_epsilon_without_exceeding_it() -> None:
+    """``dp_epsilon`` is the epsilon per device-day of all DP datasets together: their shares add up to at
+    most 1 (a new plan must take its share from the others)."""
+    assert set(DP_PLANS) >= {"network-quality-mesh", "traffic-speed-mesh", "safety-events", "fleet-activity"}
+    assert sum(plan.epsilon_share for plan in DP_PLANS.values()) <= 1.0 + 1e-9
+    assert all(0 < plan.devices_share < 1 for plan in DP_PLANS.values())
 
 
-def test_ledger_refuses_overspending(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(ledger_path(tmp_path, "traffic-speed-mesh"), budget_epsilon=1.0)
-    assert ledger.remaining("traffic-speed-mesh") == 1.0
-    ledger.spend("traffic-speed-mesh", "v1", 0.3, 1e-6)
-    ledger.spend("traffic-speed-mesh", "v2", 0.7, 1e-6)  # exactly to the budget (float sum 1.0)
-    assert ledger.remaining("traffic-speed-mesh") == pytest.approx(0.0)
-    with pytest.raises(PrivacyBudgetExhausted, match="budget exhausted.*needs epsilon 0.1"):
-        ledger.spend("traffic-speed-mesh", "v3", 0.1, 1e-6)
-    assert ledger.spent("traffic-speed-mesh") == pytest.approx((1.0, 2e-6))
-    assert ledger.remaining("network-quality-mesh") == 1.0  # budgets are per dataset
-    with pytest.raises(PrivacyBudgetExhausted, match="already spent"):
-        PrivacyLedger(ledger.path, budget_epsilon=5.0).spend("traffic-speed-mesh", "v2", 0.1, 0.0)
+def test_device_counts_per_operator_sum_to_the_cell_at_the_same_sensitivity() -> None:
+    n_cells, per_cell, epsilon = 2000, 30, 1.0
+    table = _cells(n_cells, per_cell).append_column(
+        "operator", pa.array([f"op{i % 3}" for i in range(n_cells * per_cell)])
+    )
+    universe = pa.table({"mesh": pa.array(range(n_cells), pa.int64())})
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={},
+        epsilon=epsilon,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=universe,
+        operator="operator",
+        operators=("op0", "op1", "op2", "op3"),  # op3 is public but has no device: pure noise
+    )
+    per_operator = np.array(out[OPERATOR_DEVICES].to_pylist())
+    assert per_operator.shape == (n_cells, 4)
+    assert (out[DEVICES].to_numpy() == np.maximum(per_operator.sum(axis=1), 0)).all()
+    noise = per_operator - np.array([10, 10, 10, 0])
+    expected = _discrete_laplace_variance(1 / epsilon)  # sensitivity L = 1 as for one count per cell
+    assert 0.8 * expected < noise.var() < 1.2 * expected
+    assert report.queries[DEVICES]["sensitivity_l1"] == 1
+    assert report.epsilon == pytest.approx(epsilon, rel=1e-6)
 
 
-def test_a_failed_release_spends_nothing(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=1.0)
-    with pytest.raises(RuntimeError), ledger.spending("fleet-activity", "v1", 0.8, 0.0):
-        assert ledger.remaining("fleet-activity") == pytest.approx(0.2)  # reserved while it runs
-        raise RuntimeError("the gate failed")
-    assert ledger.remaining("fleet-activity") == 1.0
-    assert ledger.entries() == []
-    with ledger.spending("fleet-activity", "v1", 0.8, 0.0) as entry:
-        pass
-    assert [e.state for e in ledger.entries()] == ["committed"]
-    assert entry.version == "v1"
+def test_the_threshold_bounds_cells_published_by_noise_alone() -> None:
+    assert sum_tail(0.5, 1, 1) == pytest.approx(math.exp(-2) / (1 + math.exp(-2)))  # closed form
+    threshold = publication_threshold(2.0, 3, 30_000, 10, 1.0)
+    assert threshold > 10
+    assert 30_000 * sum_tail(2.0, 3, threshold) <= 1.0 < 30_000 * sum_tail(2.0, 3, threshold - 1)
+    assert publication_threshold(0.3, 3, 7, 10, 1.0) == 10  # never below k
 
 
-_SPENDER = textwrap.dedent(
-    """
-    import os, sys, time
-    sys.path.insert(0, {root!r})
-    from publish.ledger import PrivacyLedger
-    from store.errors import PrivacyBudgetExhausted
-    ledger = PrivacyLedger({path!r}, budget_epsilon=1.0)
-    deadline = time.monotonic() + 60
-    while not os.path.exists({go!r}) and time.monotonic() < deadline:  # start together
-        time.sleep(0.001)
-    won = 0
-    for i in range(15):
-        try:
-            ledger.spend("safety-events", "{name}-" + str(i), 0.1, 0.0)
-            won += 1
-        except PrivacyBudgetExhausted:
-            pass
-    print(won)
-    """
-)
+def test_devices_of_operators_off_the_public_list_count_nowhere() -> None:
+    table = _cells(1, 30).append_column("operator", pa.array(["op0"] * 20 + ["stranger"] * 10))
+    out, report = apply_dp(
+        table,
+        keys=["mesh"],
+        device="device",
+        counts=[],
+        means={},
+        epsilon=50.0,
+        delta=0.0,
+        contributions=1,
+        seed=SEED,
+        universe=pa.table({"mesh": pa.array([0], pa.int64())}),
+        operator="operator",
+        operators=("op0",),
+    )
+    assert report.device_cells_in == 20
+    assert abs(out[DEVICES][0].as_py() - 20) <= 2  # scale 1/50: p of a miss < 1e-40
 
 
-def test_ledger_survives_concurrent_spenders(tmp_path: Path) -> None:
-    path, go = str(tmp_path / "ledger.json"), tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _SPENDER.format(root=str(ROOT), path=path, name=name, go=str(go))],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("a", "b")
-    ]
-    go.touch()
-    won = [int(p.communicate(timeout=120)[0]) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert sum(won) == 10  # 30 attempts of 0.1 against a budget of 1.0: exactly 10 fit
-    ledger = PrivacyLedger(Path(path), budget_epsilon=1.0)
-    assert len(ledger.entries("safety-events")) == 10
-    assert ledger.spent("safety-events")[0] == pytest.approx(1.0)
+def test_dp_operators_must_be_operator_names() -> None:
+    assert public_operators(Settings(dp_operators=" op1,op0 ,op1")) == ("op0", "op1")
+    assert public_operators(Settings()) == ()
+    with pytest.raises(ConfigError, match="'dp_operators' must be operator names"):
+        public_operators(Settings(dp_operators="op0, bad name"))
