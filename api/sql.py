@@ -31,10 +31,10 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Role, requires
 from api.errors import ApiError, documented
-from api.formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
 from api.runner import OpenQuery, outcome_of
 from api.services import services
 from store.query import analyst_relations
+from store.result_formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
 from store.sandbox import QueryResult
 
 router = APIRouter(tags=["analyst"])

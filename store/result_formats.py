@@ -1,0 +1,443 @@
+"""Query results as bytes: JSON, CSV, Parquet and Arrow IPC, one batch at a time, for the API and the CLI.
+
+Each encoder turns the schema, then each record batch, then the end of the result into bytes, so a result is
+sent as it is fetched and never held whole as text.  ``fail(message)`` ends a body that has started when
+the query fails half-way, so that a client can tell (docs/API.md, "When a result fails half-way").
+
+Values, the same in every text format (json and csv):
+
+* timestamps: json RFC 3339 text; csv ``YYYY-MM-DD HH:MM:SS.ffffff`` (``Z`` when zoned); dates ISO 8601;
+  DuckDB's ``infinity`` and ``-infinity`` dates and timestamps as the text ``infinity`` / ``-infinity``
+  (as DuckDB prints them); in parquet and arrow they stay the extreme integers DuckDB stores for them
+  (DuckDB reads them back as infinity);
+* doubles: NaN and infinities as DuckDB prints them, ``nan``, ``inf``, ``-inf`` (a JSON string: JSON has
+  no such number);
+* decimals and HUGEINT exactly, as text in json; intervals as DuckDB prints them (``1 year 2 months 3 days
+  04:05:06.789``, which DuckDB casts back); binary (BLOB) as base64; enums as their text; lists, structs and
+  unions as JSON values (in csv as JSON text), maps as JSON objects keyed by the key's text.
+* Types DuckDB cannot hand over exactly are refused before anything runs (:func:`check_sendable`):
+  UHUGEINT (exported wrapped: the max came back as -1), BIT (exported as DuckDB's internal bytes), TIME
+  WITH TIME ZONE (the offset is dropped), BIGNUM (an opaque blob).  Cast them to VARCHAR.
+* Parquet cannot hold intervals or unions: refused before the body starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from duckdb.sqltypes import DuckDBPyType
+
+from store.errors import QueryRefused
+
+Format = Literal["json", "csv", "parquet", "arrow"]
+
+MEDIA_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+
+#: DuckDB types whose Arrow form is not their value, and why (DuckDBPyType ids).
+UNSENDABLE: dict[str, str] = {
+    "uhugeint": "DuckDB hands UHUGEINT over wrapped into a signed 128-bit decimal (its max would read -1)",
+    "bit": "DuckDB hands BIT over as its internal bytes",
+    "time with time zone": "DuckDB hands TIME WITH TIME ZONE over without its offset",
+    "bignum": "DuckDB hands BIGNUM over as an opaque blob",
+    "varint": "DuckDB hands VARINT over as an opaque blob",
+}
+
+#: The first line of a csv body's failure (docs/API.md).
+CSV_ERROR_MARK = "#ERROR"
+
+
+def check_sendable(columns: Sequence[str], types: Sequence[DuckDBPyType]) -> None:
+    """Raise :class:`QueryRefused` naming the first column whose DuckDB type no format can carry exactly."""
+    for name, kind in zip(columns, types, strict=True):
+        stack = [kind]
+        while stack:
+            current = stack.pop()
+            reason = UNSENDABLE.get(current.id)
+            if reason is not None:
+                raise QueryRefused(
+                    f"Column {name!r} is {kind}, which results cannot carry exactly ({reason}): "
+                    f"cast it to VARCHAR, e.g. CAST({name} AS VARCHAR)"
+                )
+            if current.id in ("struct", "list", "map", "union", "array"):
+                stack.extend(child for _, child in current.children if isinstance(child, DuckDBPyType))
+
+
+class Encoder:
+    """Bytes for the start, each batch, the end, or the failure of one result."""
+
+    def begin(self, schema: pa.Schema) -> bytes:
+        raise NotImplementedError
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        raise NotImplementedError
+
+    def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
+        raise NotImplementedError
+
+    def fail(self, message: str) -> bytes:
+        """The bytes that end a started body after the query failed (what a client detects: docs/API.md)."""
+        raise NotImplementedError
+
+
+def encoder_for(fmt: str) -> Encoder:
+    factories: dict[str, Callable[[], Encoder]] = {
+        "json": JsonEncoder,
+        "csv": CsvEncoder,
+        "parquet": ParquetEncoder,
+        "arrow": ArrowEncoder,
+    }
+    return factories[fmt]()
+
+
+# -- values -------------------------------------------------------------------------------------------------
+
+_INFINITE_TIME = {pa.types.is_timestamp: 2**63 - 1, pa.types.is_date32: 2**31 - 1}
+
+
+def _infinite(array: pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """Masks of +infinity and -infinity in a date or timestamp array, or None when it holds neither."""
+    for test, top in _INFINITE_TIME.items():
+        if test(array.type):
+            raw = array.view(pa.int64() if top > 2**31 else pa.int32())
+            plus, minus = pc.greater_equal(raw, top), pc.less_equal(raw, -top)
+            if pc.any(plus).as_py() or pc.any(minus).as_py():
+                return plus, minus
+    return None
+
+
+def _with_infinity(array: pa.Array, values: list[Any], masks: tuple[pa.Array, pa.Array]) -> list[Any]:
+    for mask, text in zip(masks, ("infinity", "-infinity"), strict=True):
+        for index, hit in enumerate(mask.to_pylist()):
+            if hit:
+                values[index] = text
+    return values
+
+
+def _float_text(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    return value
+
+
+def interval_text(months: int, days: int, nanoseconds: int) -> str:
+    """An interval as DuckDB prints (and parses) it: ``1 year 2 months 3 days 04:05:06.789``,
+    ``-1 day -00:00:01``; microseconds, as DuckDB keeps them."""
+    years = int(months / 12)
+    parts = [
+        f"{n} {unit}{'' if n in (1, -1) else 's'}"
+        for n, unit in ((years, "year"), (months - 12 * years, "month"), (days, "day"))
+        if n
+    ]
+    micros = int(nanoseconds / 1000)
+    if micros or not parts:
+        sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+        seconds, fraction = divmod(micros, 1_000_000)
+        clock = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        parts.append(clock + (f".{fraction:06d}".rstrip("0") if fraction else ""))
+    return " ".join(parts)
+
+
+def python_values(array: pa.Array) -> list[Any]:
+    """The values of ``array`` as JSON-ready Python values (see the module docstring for the rules)."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return python_values(array.dictionary_decode())
+    if pa.types.is_struct(kind):
+        fields = {kind.field(i).name: python_values(array.field(i)) for i in range(kind.num_fields)}
+        valid = array.is_valid().to_pylist()
+        return [
+            {name: values[row] for name, values in fields.items()} if valid[row] else None
+            for row in range(len(array))
+        ]
+    if pa.types.is_map(kind):
+        return [
+            None if pairs is None else {_key_text(k): _json_value(v) for k, v in pairs}
+            for pairs in array.to_pylist()
+        ]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        flat = iter(python_values(array.flatten()))
+        lengths = pc.list_value_length(array).to_pylist()
+        return [None if n is None else [next(flat) for _ in range(n)] for n in lengths]
+    masks = _infinite(array)
+    if masks is not None:
+        finite = pc.if_else(pc.or_(masks[0], masks[1]), pa.nulls(len(array), kind), array)
+        return _with_infinity(array, python_values(finite), masks)
+    values = array.to_pylist()
+    if pa.types.is_floating(kind):
+        return [_float_text(v) for v in values]
+    if pa.types.is_interval(kind):
+        return [None if v is None else interval_text(v.months, v.days, v.nanoseconds) for v in values]
+    if pa.types.is_union(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return [_json_value(v) for v in values]
+    if pa.types.is_fixed_size_binary(kind):
+        return [_json_value(v) for v in values]
+    return list(values)
+
+
+def _key_text(key: Any) -> str:
+    value = _json_value(key)
+    return value if isinstance(value, str) else orjson.dumps(value, default=_json_default).decode()
+
+
+def _json_value(value: Any) -> Any:
+    """One value from ``to_pylist`` of a union or a map (no Arrow type to go by), made JSON-ready."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):  # pandas' Timestamp (nanoseconds) is a datetime subclass
+        return value.isoformat()
+    if hasattr(value, "months") and hasattr(value, "nanoseconds"):  # an interval inside a union
+        return interval_text(value.months, value.days, value.nanoseconds)
+    if hasattr(value, "total_seconds"):
+        return value.total_seconds()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def json_rows(batch: pa.RecordBatch) -> bytes:
+    """The rows of ``batch`` as JSON arrays separated by commas (no enclosing brackets)."""
+    columns = [python_values(column) for column in batch.columns]
+    text = orjson.dumps(list(zip(*columns, strict=True)), default=_json_default)
+    return text[1:-1]
+
+
+# -- encoders -----------------------------------------------------------------------------------------------
+
+
+class JsonEncoder(Encoder):
+    """``{"columns": [{"name", "type"}], "rows": [[...]], "truncated": b, "row_count": n}``; on failure
+    the document still closes, with ``"truncated": true`` and ``"error": {"code", "message"}``."""
+
+    def __init__(self) -> None:
+        self._first = True
+        self._rows = 0
+        self._closed = False
+
+    def begin(self, schema: pa.Schema) -> bytes:
+        columns = [{"name": f.name, "type": str(f.type)} for f in schema]
+        return b'{"columns":' + orjson.dumps(columns) + b',"rows":['
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows == 0:
+            return b""
+        rows = json_rows(batch)
+        self._rows += batch.num_rows
+        if self._first:
+            self._first = False
+            return rows
+        return b"," + rows
+
+    def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
+        self._closed = True
+        tail: dict[str, Any] = {"truncated": truncated, "row_count": row_count}
+        if error is not None:
+            tail["error"] = error
+        return b"]," + orjson.dumps(tail)[1:]
+
+    def fail(self, message: str) -> bytes:
+        if self._closed:
+            return b""
+        return self.end(True, self._rows, {"code": "sql_error", "message": message})
+
+
+class CsvEncoder(Encoder):
+    """A header row, then rows (null as empty); on failure one last line ``#ERROR,<message>``."""
+
+    def begin(self, schema: pa.Schema) -> bytes:
+        sink = io.BytesIO()
+        header = pa.schema([(name, pa.string()) for name in schema.names]).empty_table()
+        pacsv.write_csv(header, sink, pacsv.WriteOptions(include_header=True))
+        return sink.getvalue()
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows == 0:
+            return b""
+        sink = io.BytesIO()
+        pacsv.write_csv(csv_ready(batch), sink, pacsv.WriteOptions(include_header=False))
+        return sink.getvalue()
+
+    def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
+        return self.fail(str(error.get("message", error))) if error is not None else b""
+
+    def fail(self, message: str) -> bytes:
+        sink = io.StringIO()
+        text = " ".join(message.split())
+        sink.write(f'{CSV_ERROR_MARK},"{text.replace(chr(34), chr(34) * 2)}"\n')
+        return sink.getvalue().encode()
+
+
+def csv_ready(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """Columns pyarrow's CSV writer cannot write as their value, as text by the module's rules."""
+    columns, changed = [], False
+    for column in data.columns:
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        kind = array.type
+        if pa.types.is_dictionary(kind):
+            array, kind, changed = array.dictionary_decode(), array.type.value_type, True
+        masks = _infinite(array)
+        if masks is not None:
+            text = pc.cast(array, pa.string())
+            text = pc.if_else(masks[0], pa.scalar("infinity"), text)
+            array = pc.if_else(masks[1], pa.scalar("-infinity"), text)
+            changed = True
+        elif _needs_text(kind):
+            values = python_values(array)
+            array = pa.array(
+                [v if v is None or isinstance(v, str) else orjson.dumps(v, default=_json_default).decode()
+                 for v in values],
+                pa.string(),
+            )  # fmt: skip
+            changed = True
+        columns.append(array)
+    if not changed:
+        return data
+    names = data.schema.names
+    if isinstance(data, pa.Table):
+        return pa.table(columns, names=names)
+    return pa.record_batch(columns, names=names)
+
+
+def _needs_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+        or pa.types.is_nested(kind)
+        or pa.types.is_duration(kind)
+        or pa.types.is_interval(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+class _Chunks(io.RawIOBase):
+    """A write-only file whose written bytes are taken out with ``drain()``."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def drain(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+class ParquetEncoder(Encoder):
+    """zstd, one row group per batch; the footer's key-value metadata holds ``corridorhub.truncated`` and
+    ``corridorhub.row_count``.  On failure the footer is never written: no reader opens the file."""
+
+    def begin(self, schema: pa.Schema) -> bytes:
+        for field in schema:
+            if _holds(field.type, lambda t: pa.types.is_interval(t) or pa.types.is_union(t)):
+                raise ValueError(
+                    f"column {field.name!r} is an interval or a union, which Parquet cannot hold: cast it to "
+                    f"VARCHAR, or ask for arrow or json"
+                )
+        self._sink = _Chunks()
+        self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        return self._sink.drain()
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+        return self._sink.drain()
+
+    def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
+        self._writer.add_key_value_metadata(
+            {
+                "corridorhub.truncated": "true" if truncated else "false",
+                "corridorhub.row_count": str(row_count),
+            }
+        )
+        self._writer.close()
+        return self._sink.drain()
+
+    def fail(self, message: str) -> bytes:
+        return b""  # no footer, no closing "PAR1": every Parquet reader refuses the file
+
+
+#: What an Arrow stream that failed ends with: a continuation marker and a message length no stream holds,
+#: so that readers raise instead of taking the stream for complete (it also lacks the end-of-stream marker).
+ARROW_FAILURE = b"\xff\xff\xff\xff\xff\xff\xff\x7f"
+
+
+class ArrowEncoder(Encoder):
+    """The Arrow IPC *stream* format (``pyarrow.ipc.open_stream``)."""
+
+    def begin(self, schema: pa.Schema) -> bytes:
+        self._sink = _Chunks()
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+        return self._sink.drain()
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+        return self._sink.drain()
+
+    def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
+        self._writer.close()
+        return self._sink.drain()
+
+    def fail(self, message: str) -> bytes:
+        return self._sink.drain() + ARROW_FAILURE
+
+
+def _holds(kind: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    stack = [kind]
+    while stack:
+        current = stack.pop()
+        if test(current):
+            return True
+        stack.extend(current.field(i).type for i in range(getattr(current, "num_fields", 0)))
+    return False
+
+
+def encode_table(table: pa.Table, fmt: Format, truncated: bool) -> bytes:
+    """A whole (small) result in one format, as the CLI writes it."""
+    encoder = encoder_for(fmt)
+    parts = [encoder.begin(table.schema)]
+    parts += [encoder.batch(batch) for batch in table.to_batches()]
+    parts.append(encoder.end(truncated, table.num_rows))
+    return b"".join(parts)
