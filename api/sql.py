@@ -222,11 +222,12 @@ async def _stream(
                 if chunk:
                     yield chunk
         outcome = "ok"
+    # -- a failure after the status line: the encoder ends the body so that a client can tell (docs/API.md)
     except ApiError as exc:
         outcome = outcome_of(exc)
-        if not isinstance(encoder, JsonEncoder):
-            raise  # the status line is gone: the connection is cut, the client sees an incomplete body
-        error = {"status": exc.status, "code": exc.code, "message": exc.message}
-        yield encoder.end(True, reader.rows, error)
+        yield encoder.fail(exc.message, code=exc.code, status=exc.status)
+    except (pa.ArrowException, ValueError, OverflowError) as exc:  # a value this format cannot hold
+        outcome = "error"
+        yield encoder.fail(f"The result cannot be written in this format: {exc}", code="unsupported_result")
     finally:
         query.close(outcome)

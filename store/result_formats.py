@@ -24,6 +24,7 @@ Values, the same in every text format (json and csv):
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -90,8 +91,9 @@ class Encoder:
     def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
         raise NotImplementedError
 
-    def fail(self, message: str) -> bytes:
-        """The bytes that end a started body after the query failed (what a client detects: docs/API.md)."""
+    def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
+        """The bytes that end a started body after the query failed (what a client detects: docs/API.md);
+        ``code`` and ``status`` are what the error would have been before the body started."""
         raise NotImplementedError
 
 
@@ -236,7 +238,7 @@ def json_rows(batch: pa.RecordBatch) -> bytes:
 
 class JsonEncoder(Encoder):
     """``{"columns": [{"name", "type"}], "rows": [[...]], "truncated": b, "row_count": n}``; on failure
-    the document still closes, with ``"truncated": true`` and ``"error": {"code", "message"}``."""
+    the document still closes, with ``"truncated": true`` and ``"error": {"status", "code", "message"}``."""
 
     def __init__(self) -> None:
         self._first = True
@@ -264,20 +266,19 @@ class JsonEncoder(Encoder):
             tail["error"] = error
         return b"]," + orjson.dumps(tail)[1:]
 
-    def fail(self, message: str) -> bytes:
+    def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         if self._closed:
             return b""
-        return self.end(True, self._rows, {"code": "sql_error", "message": message})
+        return self.end(True, self._rows, {"status": status, "code": code, "message": message})
 
 
 class CsvEncoder(Encoder):
-    """A header row, then rows (null as empty); on failure one last line ``#ERROR,<message>``."""
+    """A header row, then rows (text quoted, null as empty); on failure one last row ``#ERROR,<message>``."""
 
     def begin(self, schema: pa.Schema) -> bytes:
-        sink = io.BytesIO()
-        header = pa.schema([(name, pa.string()) for name in schema.names]).empty_table()
-        pacsv.write_csv(header, sink, pacsv.WriteOptions(include_header=True))
-        return sink.getvalue()
+        sink = io.StringIO()  # names quoted only where needed (pyarrow quotes every string)
+        csv.writer(sink, lineterminator="\n").writerow(schema.names)
+        return sink.getvalue().encode()
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
         if batch.num_rows == 0:
@@ -289,10 +290,9 @@ class CsvEncoder(Encoder):
     def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
         return self.fail(str(error.get("message", error))) if error is not None else b""
 
-    def fail(self, message: str) -> bytes:
+    def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         sink = io.StringIO()
-        text = " ".join(message.split())
-        sink.write(f'{CSV_ERROR_MARK},"{text.replace(chr(34), chr(34) * 2)}"\n')
+        csv.writer(sink, lineterminator="\n").writerow([CSV_ERROR_MARK, " ".join(message.split())])
         return sink.getvalue().encode()
 
 
@@ -394,7 +394,7 @@ class ParquetEncoder(Encoder):
         self._writer.close()
         return self._sink.drain()
 
-    def fail(self, message: str) -> bytes:
+    def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         return b""  # no footer, no closing "PAR1": every Parquet reader refuses the file
 
 
@@ -420,7 +420,7 @@ class ArrowEncoder(Encoder):
         self._writer.close()
         return self._sink.drain()
 
-    def fail(self, message: str) -> bytes:
+    def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         return self._sink.drain() + ARROW_FAILURE
 
 
