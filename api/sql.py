@@ -26,7 +26,16 @@ from typing import Annotated, Any
 import pyarrow as pa
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from starlette.types import Receive, Scope, Send
 
 from api.auth import Role, requires
@@ -43,8 +52,33 @@ TRUNCATED_HEADER = "X-Corridorhub-Truncated"
 ROW_COUNT_HEADER = "X-Corridorhub-Row-Count"
 _ROWS_PER_BATCH = {"json": 10_000, "csv": 20_000, "parquet": 65_536, "arrow": 65_536}
 
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Scalar = StrictStr | Int64 | StrictFloat | StrictBool | None
+# -- parameters: integers are bound as BIGINT, so one outside int64 is a 400 (check_params), never a double
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _not_an_integer(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("an integer is not taken as a float")  # pydantic's strict float takes ints
+    return value
+
+
+Float = Annotated[StrictFloat, BeforeValidator(_not_an_integer)]
+Scalar = StrictStr | StrictInt | Float | StrictBool | None
+
+
+def check_params(params: list[Any] | dict[str, Any] | None) -> None:
+    """400 for an integer parameter DuckDB cannot bind as BIGINT (JSON allows any size)."""
+    named = enumerate(params, 1) if isinstance(params, list) else (params or {}).items()
+    for name, value in named:
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise ApiError(
+                400,
+                "bad_parameter",
+                f"Parameter {name} is an integer outside the 64-bit range ({INT64_MIN} .. {INT64_MAX}); "
+                f"pass it as a string and cast it in SQL (e.g. CAST(? AS HUGEINT))",
+            )
+
+
 ParamName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
@@ -164,6 +198,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     `sql_timeout_s` (422 `sql_timeout`).  Refused statements (writes, files outside the lake, settings,
     extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
     """
+    check_params(body.params)
     hub = services(request)
     query = await hub.runner.open(body.sql, body.params)
     try:

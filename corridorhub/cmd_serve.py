@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import click
 
 from corridorhub._options import lake_option, settings_from
 from store.lake import NO_LAKE_HINT, Lake
+from store.settings import Settings
 
 log = logging.getLogger("corridorhub.serve")
 
@@ -61,5 +64,69 @@ def command(
             settings.releases,
             NO_LAKE_HINT[0].upper() + NO_LAKE_HINT[1:],
         )
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    uvicorn.Server(server_config(create_app(settings), settings)).run()
+
+
+def server_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's configuration of the service: keep-alive, a cap on connections (``limit_concurrency``:
+    beyond it uvicorn answers 503) and a header-read timeout, which uvicorn lacks (its ``timeout_keep_alive``
+    starts only after a first response: a client that connects and sends its headers slowly holds the
+    connection for ever), added by :func:`protocol_with_header_timeout`."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_keep_alive=max(1, round(settings.http_keep_alive_s)),
+        limit_concurrency=settings.http_max_connections,
+        http=protocol_with_header_timeout(settings.http_header_timeout_s),
+    )
+
+
+def protocol_with_header_timeout(timeout_s: float) -> type[Any]:
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not all arrived
+    ``timeout_s`` after it opened or after its previous response (a body is the app's to time: api.app)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if (
+                self.cycle is not None
+                and self._header_timer is not None
+                and self.cycle is not self._armed_for
+            ):
+                self._header_timer.cancel()  # a request started: its headers are in
+                self._header_timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._armed_for = self.cycle
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.cycle is self._armed_for and not self.transport.is_closing():
+                log.info("closing a connection that sent no complete request headers in %g s", timeout_s)
+                self.transport.close()
+
+    return HeaderTimeoutH11
