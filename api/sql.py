@@ -210,7 +210,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
             headers: dict[str, str] = {}
         else:
             batches = await query.call(reader.read_all)
-            head = await query.call(_begin, encoder, query.result.schema, body.format)
+            head = await query.call(_begin, encoder, query.result.schema, body.format, batches)
             content = _stream(query, reader, encoder, head, batches)
             headers = {
                 TRUNCATED_HEADER: "true" if query.result.truncated else "false",
@@ -229,8 +229,10 @@ def _json_head(result: QueryResult, reader: _Reader, encoder: Encoder) -> bytes:
     return head + chunk
 
 
-def _begin(encoder: Encoder, schema: pa.Schema, fmt: str) -> bytes:
+def _begin(encoder: Encoder, schema: pa.Schema, fmt: str, batches: list[pa.RecordBatch]) -> bytes:
     try:
+        for batch in batches:  # values the format cannot hold: a 400 before the body starts
+            encoder.check(batch)
         return encoder.begin(schema)
     except (pa.ArrowException, ValueError) as exc:
         raise ApiError(400, "unsupported_result", f"This result cannot be written as {fmt}: {exc}") from None

@@ -18,7 +18,8 @@ Values, the same in every text format (json and csv):
 * Types DuckDB cannot hand over exactly are refused before anything runs (:func:`check_sendable`):
   UHUGEINT (exported wrapped: the max came back as -1), BIT (exported as DuckDB's internal bytes), TIME
   WITH TIME ZONE (the offset is dropped), BIGNUM (an opaque blob).  Cast them to VARCHAR.
-* Parquet cannot hold intervals or unions: refused before the body starts.
+* Parquet cannot hold intervals or unions: refused before the body starts.  Parquet and Arrow cannot hold
+  HUGEINT values beyond 38 digits (DuckDB hands HUGEINT over as DECIMAL(38, 0)): :meth:`Encoder.check`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class Encoder:
 
     def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
         raise NotImplementedError
+
+    def check(self, batch: pa.RecordBatch) -> None:
+        """Raise ValueError, naming the column, when ``batch`` holds a value this format cannot hold exactly
+        (call it on rows read before the body starts, to refuse them with a status)."""
+        return None
 
     def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         """The bytes that end a started body after the query failed (what a client detects: docs/API.md);
@@ -379,7 +385,11 @@ class ParquetEncoder(Encoder):
         self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
         return self._sink.drain()
 
+    def check(self, batch: pa.RecordBatch) -> None:
+        _check_decimal_range(batch, "Parquet")
+
     def batch(self, batch: pa.RecordBatch) -> bytes:
+        self.check(batch)
         if batch.num_rows:
             self._writer.write_batch(batch)
         return self._sink.drain()
@@ -411,7 +421,11 @@ class ArrowEncoder(Encoder):
         self._writer = pa.ipc.new_stream(self._sink, schema)
         return self._sink.drain()
 
+    def check(self, batch: pa.RecordBatch) -> None:
+        _check_decimal_range(batch, "Arrow")
+
     def batch(self, batch: pa.RecordBatch) -> bytes:
+        self.check(batch)
         if batch.num_rows:
             self._writer.write_batch(batch)
         return self._sink.drain()
@@ -422,6 +436,24 @@ class ArrowEncoder(Encoder):
 
     def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         return self._sink.drain() + ARROW_FAILURE
+
+
+#: The largest magnitude a DECIMAL(38) holds; DuckDB hands HUGEINT over as DECIMAL(38, 0), whose extremes
+#: (39 digits) readers of Parquet and Arrow cannot read back (DuckDB itself fails on them).
+_DECIMAL38_MAX = Decimal(10**38 - 1)
+
+
+def _check_decimal_range(batch: pa.RecordBatch, format_name: str) -> None:
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not pa.types.is_decimal(field.type) or field.type.precision < 38 or not len(column):
+            continue
+        low, high = pc.min_max(column).values()
+        for value in (low.as_py(), high.as_py()):
+            if value is not None and abs(value) > _DECIMAL38_MAX:
+                raise ValueError(
+                    f"column {field.name!r} holds {value}, beyond what {format_name}'s DECIMAL(38) holds: "
+                    f"cast it to VARCHAR, or ask for json or csv"
+                )
 
 
 def _holds(kind: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:

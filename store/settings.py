@@ -209,7 +209,8 @@ class Settings:
     max_request_bytes: int = field(default=1_048_576, metadata=_help("Largest HTTP request body accepted."))
     # HTTP connections (issue 9: slow clients must not hold the service's connections open)
     http_header_timeout_s: float = field(
-        default=10.0, metadata=_help("Seconds a client has to send a request's line and headers; then closed.")
+        default=10.0,
+        metadata=_help("Seconds a client has to send a request's headers; then closed."),
     )
     http_body_timeout_s: float = field(
         default=30.0, metadata=_help("Seconds a request body may stall before the request fails (408).")
