@@ -382,7 +382,8 @@ class ParquetEncoder(Encoder):
                     f"VARCHAR, or ask for arrow or json"
                 )
         self._sink = _Chunks()
-        self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        self._schema = pa.schema([_parquet_field(field) for field in schema])
+        self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
         return self._sink.drain()
 
     def check(self, batch: pa.RecordBatch) -> None:
@@ -391,7 +392,8 @@ class ParquetEncoder(Encoder):
     def batch(self, batch: pa.RecordBatch) -> bytes:
         self.check(batch)
         if batch.num_rows:
-            self._writer.write_batch(batch)
+            columns = [_in_milliseconds(c) if pa.types.is_timestamp(c.type) else c for c in batch.columns]
+            self._writer.write_batch(pa.record_batch(columns, schema=self._schema))
         return self._sink.drain()
 
     def end(self, truncated: bool, row_count: int, error: dict[str, Any] | None = None) -> bytes:
@@ -406,6 +408,26 @@ class ParquetEncoder(Encoder):
 
     def fail(self, message: str, *, code: str = "sql_error", status: int = 400) -> bytes:
         return b""  # no footer, no closing "PAR1": every Parquet reader refuses the file
+
+
+def _parquet_field(field: pa.Field) -> pa.Field:
+    """Parquet has no seconds unit (pyarrow would multiply by 1000 on writing, and overflow on infinity)."""
+    kind = field.type
+    if pa.types.is_timestamp(kind) and kind.unit == "s":
+        return field.with_type(pa.timestamp("ms", kind.tz))
+    return field
+
+
+def _in_milliseconds(column: pa.Array) -> pa.Array:
+    """A timestamp[s] column in milliseconds, DuckDB's +-infinity kept as the extreme integers it uses."""
+    kind = column.type
+    if kind.unit != "s":
+        return column
+    raw = column.view(pa.int64())
+    top = 2**63 - 1
+    infinite = pc.or_(pc.greater_equal(raw, top), pc.less_equal(raw, -top))
+    scaled = pc.multiply(pc.if_else(infinite, 0, raw), 1000)
+    return pc.if_else(infinite, raw, scaled).view(pa.timestamp("ms", kind.tz))
 
 
 #: What an Arrow stream that failed ends with: a continuation marker and a message length no stream holds,
