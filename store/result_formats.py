@@ -14,7 +14,8 @@ Values, the same in every text format (json and csv):
   no such number);
 * decimals and HUGEINT exactly, as text in json; intervals as DuckDB prints them (``1 year 2 months 3 days
   04:05:06.789``, which DuckDB casts back); binary (BLOB) as base64; enums as their text; lists, structs and
-  unions as JSON values (in csv as JSON text), maps as JSON objects keyed by the key's text.
+  unions as JSON values (in csv lists and structs as JSON text, a union's member as its text), maps as
+  JSON objects keyed by the key's text.
 * Types DuckDB cannot hand over exactly are refused before anything runs (:func:`check_sendable`):
   UHUGEINT (exported wrapped: the max came back as -1), BIT (exported as DuckDB's internal bytes), TIME
   WITH TIME ZONE (the offset is dropped), BIGNUM (an opaque blob).  Cast them to VARCHAR.
