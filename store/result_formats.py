@@ -188,8 +188,8 @@ def python_values(array: pa.Array) -> list[Any]:
         finite = pc.if_else(pc.or_(masks[0], masks[1]), pa.nulls(len(array), kind), array)
         return _with_infinity(array, python_values(finite), masks)
     values = array.to_pylist()
-    if pa.types.is_floating(kind):
-        return [_float_text(v) for v in values]
+    if pa.types.is_floating(kind) and pc.all(pc.is_finite(array)).as_py() is False:
+        return [_float_text(v) for v in values]  # NaN or an infinity somewhere
     if pa.types.is_interval(kind):
         return [None if v is None else interval_text(v.months, v.days, v.nanoseconds) for v in values]
     if pa.types.is_union(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
