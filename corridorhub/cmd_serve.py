@@ -82,7 +82,23 @@ def server_config(app: Any, settings: Settings) -> Any:
         timeout_keep_alive=max(1, round(settings.http_keep_alive_s)),
         limit_concurrency=settings.http_max_connections,
         http=protocol_with_header_timeout(settings.http_header_timeout_s),
+        log_config=_log_config_with_request_ids(),
     )
+
+
+def _log_config_with_request_ids() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with each access line naming its request's id."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"request_id": {"()": "api.errors.RequestIdLogFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_id"]
+    access = config["formatters"]["access"]
+    access["fmt"] = access["fmt"].replace("%(levelprefix)s ", "%(levelprefix)s [%(request_id)s] ", 1)
+    return config
 
 
 def protocol_with_header_timeout(timeout_s: float) -> type[Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -233,3 +235,37 @@ def test_deep_nesting_is_a_400_with_a_message(hub: Hub, client: TestClient, sql:
     assert response.status_code == 400, response.text[:300]
     message = response.json()["error"]["message"]
     assert "nested too deeply" in message or "Max expression depth" in message, message
+
+
+def test_corridorhub_serve_logs_each_access_with_its_request_id(hub: Hub, tmp_path: Path) -> None:
+    """The real command in its own process: the access line names the id the answer carried."""
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    command = [
+        sys.executable,
+        "-m",
+        "corridorhub",
+        "serve",
+        "--lake",
+        str(hub.settings.lake),
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert answer.status_code == 200 and str(hub.settings.lake) not in answer.text
+        rid = answer.headers["X-Request-ID"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lines = [line for line in log.read_text().splitlines() if "GET /healthz" in line]
+    assert any(f"[{rid}]" in line for line in lines), log.read_text()
