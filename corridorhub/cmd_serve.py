@@ -64,6 +64,10 @@ def command(
             settings.releases,
             NO_LAKE_HINT[0].upper() + NO_LAKE_HINT[1:],
         )
+    from api.errors import RequestIdLogFilter
+
+    for handler in logging.getLogger().handlers:  # every module's lines during a request name its id
+        handler.addFilter(RequestIdLogFilter())
     uvicorn.Server(server_config(create_app(settings), settings)).run()
 
 
