@@ -105,7 +105,9 @@ class SqlRequest(BaseModel):
         + " (docs/DATA_CONTRACT.md, docs/VIEWS.md).",
     )
     params: list[Scalar] | dict[ParamName, Scalar] | None = Field(
-        default=None, description="Values for ? placeholders (a list) or $name placeholders (an object)."
+        default=None,
+        description="Values for ? placeholders (a list) or $name placeholders (an object); integers must fit "
+        "in 64 bits (else 400 bad_parameter).",
     )
     format: Format = Field(default="json", description="json, csv, parquet or arrow (IPC stream).")
 
