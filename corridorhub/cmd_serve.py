@@ -44,7 +44,8 @@ def command(
     published open datasets for everyone (catalog page at /, files under /v1/datasets).
 
     Keys come from "corridorhub keys create".  OpenAPI at /openapi.json, docs at /docs, health at
-    /healthz, Prometheus metrics at /metrics.  SQL limits: the sql_* settings.
+    /healthz, Prometheus metrics at /metrics.  SQL limits: the sql_* settings.  Connections: the http_*
+    settings (header and body read timeouts, keep-alive, a cap on connections; docs/API.md).
 
     It may start before the lake exists (ingest creates it): it says so, and /healthz answers 503 until the
     lake appears; no restart is needed then.
