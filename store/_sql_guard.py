@@ -33,9 +33,19 @@ from store.errors import QueryError, QueryRefused
 #: Table functions an analyst may call: they compute rows, they read nothing.
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree"})
 
-#: Scalar functions that read the sandbox's configuration or the process environment.
+#: Scalar functions that read the sandbox's configuration or the process environment, or bind SQL text the
+#: guard never sees (``json_serialize_plan(..., optimize := true)`` folds ``current_setting(...)`` into a
+#: constant of the plan it returns: the allowed files' absolute paths).
 DENIED_SCALAR_FUNCTIONS = frozenset(
-    {"current_setting", "getenv", "write_log", "json_execute_serialized_sql", "setval", "nextval"}
+    {
+        "current_setting",
+        "getenv",
+        "write_log",
+        "json_execute_serialized_sql",
+        "json_serialize_plan",
+        "setval",
+        "nextval",
+    }
 )
 
 #: Scalar functions that build one value whose size an argument sets (argument index; None: range-like).
