@@ -45,6 +45,8 @@ DENIED_SCALAR_FUNCTIONS = frozenset(
         "json_serialize_plan",
         "setval",
         "nextval",
+        "currval",  # and index_key: look catalog entries up by a name given as text
+        "index_key",
     }
 )
 
