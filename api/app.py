@@ -20,11 +20,15 @@ sandbox at shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import catalog, datasets, errors, health, ingest, sql, tables
 from api.limits import BodyLimit
@@ -89,7 +93,44 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, sql, tables, ingest, datasets, catalog):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyTimeout, timeout_s=settings.http_body_timeout_s)
+    app.add_middleware(errors.RequestIds)  # outermost: every answer, even a 413 or a 408, carries the id
+    for name in ("corridorhub.api", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, errors.RequestIdLogFilter) for f in logger.filters):
+            logger.addFilter(errors.RequestIdLogFilter())
     return app
+
+
+class BodyTimeout:
+    """Pure ASGI middleware: a request body that stalls for ``timeout_s`` between two parts fails with 408
+    (uvicorn has no body-read timeout).  Once the body is complete, ``receive`` is passed through untimed:
+    a streaming response waits on it for the client's disconnect."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The request body stalled for more than {self.timeout_s:g} s"
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed, send)
 
 
 def _version() -> str:

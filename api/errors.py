@@ -1,15 +1,21 @@
 """The one JSON error shape of the API, and the handlers that give every error that shape.
 
-    {"error": {"status": 404, "code": "table_not_found", "message": "No table 'x': ..."}}
+    {"error": {"status": 404, "code": "table_not_found", "message": "No table 'x': ...",
+               "request_id": "3f2a9c0e5b1d4e77"}}
 
 ``status`` repeats the HTTP status, ``code`` is a stable machine-readable word, ``message`` says what went
-wrong in a sentence a user can act on.  Unexpected exceptions become 500 ``internal_error`` with the
-traceback in the log and never in the response.  ``tests/api/test_errors.py`` locks the shape.
+wrong in a sentence a user can act on, ``request_id`` is the request's id (also its ``X-Request-ID``
+response header and in every log line about it: :class:`RequestIds`).  Unexpected exceptions become 500
+``internal_error`` with the traceback in the log and never in the response.  ``tests/api/test_errors.py``
+locks the shape.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.errors import CorridorHubError, LakeError, QueryError, QueryRefused, QueryTimeout, TableNotFound
 
@@ -31,6 +38,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "body_too_large",
     415: "unsupported_media_type",
@@ -45,6 +53,51 @@ class ErrorDetail(BaseModel):
     status: int
     code: str
     message: str
+    request_id: str
+
+
+#: The id of the request being answered ("-" outside one).
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_HEADER = "X-Request-ID"
+#: A client's own X-Request-ID is kept when it looks like an id (else a new one is made).
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIds:
+    """Pure ASGI middleware: each request gets an id (the client's ``X-Request-ID`` when it is a plain
+    token, else 16 random hex digits), sent back as ``X-Request-ID``, put in error bodies and in log lines
+    (:class:`RequestIdLogFilter`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _CLIENT_ID.match(given) else secrets.token_hex(8)
+        request_id.set(rid)  # not reset: Starlette's 500 handler, outside this middleware, reads it too
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``request_id`` to every record, and the id to the message of records logged inside a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        record.request_id = rid
+        if rid != "-" and not getattr(record, "_with_request_id", False):
+            record.msg = f"[{rid}] {record.msg}"
+            record._with_request_id = True
+        return True
 
 
 class ErrorBody(BaseModel):
@@ -67,13 +120,15 @@ class ApiError(Exception):
 
 
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    return {"error": {"status": status, "code": code, "message": message}}
+    return {"error": {"status": status, "code": code, "message": message, "request_id": request_id.get()}}
 
 
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message), status_code=status, headers=dict(headers or {}))
+    body = error_body(status, code, message)
+    headers = {**(headers or {}), REQUEST_ID_HEADER: body["error"]["request_id"]}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def from_library(exc: CorridorHubError) -> ApiError:

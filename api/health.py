@@ -1,4 +1,5 @@
-"""``GET /healthz`` (is the lake readable?) and ``GET /metrics`` (Prometheus text); no key needed.
+"""``GET /healthz`` (is the lake readable?) and ``GET /metrics`` (Prometheus text); no key needed, so
+neither says where the lake is on the host.
 
 Both are plain functions, which FastAPI runs in its own thread pool: neither waits on the SQL pool, so a
 query being stopped never delays them.
@@ -23,7 +24,6 @@ router = APIRouter(tags=["public"])
 
 class Health(BaseModel):
     status: str
-    lake: str
     tables: dict[str, int]  # table name -> latest committed version
 
 
@@ -34,12 +34,12 @@ def healthz(request: Request) -> Health:
     lake = services(request).lake
     root = Path(lake.root)
     if lake.is_local and not (root.is_dir() and os.access(root, os.R_OK | os.X_OK)):
-        raise ApiError(503, "lake_unavailable", f"The lake folder {lake.root} is missing or unreadable")
+        raise ApiError(503, "lake_unavailable", "The lake folder is missing or unreadable")
     try:
         versions = {name: lake.delta_table(name).version() for name in TABLES if lake.has_table(name)}
-    except LakeError as exc:
-        raise ApiError(503, "lake_unavailable", str(exc)) from None
-    return Health(status="ok", lake=lake.root, tables=versions)
+    except LakeError as exc:  # no key is needed here: no host path in the answer
+        raise ApiError(503, "lake_unavailable", str(exc).replace(lake.root, "<lake>")) from None
+    return Health(status="ok", tables=versions)
 
 
 @router.get(

@@ -26,15 +26,24 @@ from typing import Annotated, Any
 import pyarrow as pa
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from starlette.types import Receive, Scope, Send
 
 from api.auth import Role, requires
 from api.errors import ApiError, documented
-from api.formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
 from api.runner import OpenQuery, outcome_of
 from api.services import services
 from store.query import analyst_relations
+from store.result_formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
 from store.sandbox import QueryResult
 
 router = APIRouter(tags=["analyst"])
@@ -43,8 +52,33 @@ TRUNCATED_HEADER = "X-Corridorhub-Truncated"
 ROW_COUNT_HEADER = "X-Corridorhub-Row-Count"
 _ROWS_PER_BATCH = {"json": 10_000, "csv": 20_000, "parquet": 65_536, "arrow": 65_536}
 
-Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Scalar = StrictStr | Int64 | StrictFloat | StrictBool | None
+# -- parameters: integers are bound as BIGINT, so one outside int64 is a 400 (check_params), never a double
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _not_an_integer(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("an integer is not taken as a float")  # pydantic's strict float takes ints
+    return value
+
+
+Float = Annotated[StrictFloat, BeforeValidator(_not_an_integer)]
+Scalar = StrictStr | StrictInt | Float | StrictBool | None
+
+
+def check_params(params: list[Any] | dict[str, Any] | None) -> None:
+    """400 for an integer parameter DuckDB cannot bind as BIGINT (JSON allows any size)."""
+    named = enumerate(params, 1) if isinstance(params, list) else (params or {}).items()
+    for name, value in named:
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise ApiError(
+                400,
+                "bad_parameter",
+                f"Parameter {name} is an integer outside the 64-bit range ({INT64_MIN} .. {INT64_MAX}); "
+                f"pass it as a string and cast it in SQL (e.g. CAST(? AS HUGEINT))",
+            )
+
+
 ParamName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
@@ -71,7 +105,9 @@ class SqlRequest(BaseModel):
         + " (docs/DATA_CONTRACT.md, docs/VIEWS.md).",
     )
     params: list[Scalar] | dict[ParamName, Scalar] | None = Field(
-        default=None, description="Values for ? placeholders (a list) or $name placeholders (an object)."
+        default=None,
+        description="Values for ? placeholders (a list) or $name placeholders (an object); integers must fit "
+        "in 64 bits (else 400 bad_parameter).",
     )
     format: Format = Field(default="json", description="json, csv, parquet or arrow (IPC stream).")
 
@@ -164,6 +200,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     `sql_timeout_s` (422 `sql_timeout`).  Refused statements (writes, files outside the lake, settings,
     extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
     """
+    check_params(body.params)
     hub = services(request)
     query = await hub.runner.open(body.sql, body.params)
     try:
@@ -175,7 +212,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
             headers: dict[str, str] = {}
         else:
             batches = await query.call(reader.read_all)
-            head = await query.call(_begin, encoder, query.result.schema, body.format)
+            head = await query.call(_begin, encoder, query.result.schema, body.format, batches)
             content = _stream(query, reader, encoder, head, batches)
             headers = {
                 TRUNCATED_HEADER: "true" if query.result.truncated else "false",
@@ -194,8 +231,10 @@ def _json_head(result: QueryResult, reader: _Reader, encoder: Encoder) -> bytes:
     return head + chunk
 
 
-def _begin(encoder: Encoder, schema: pa.Schema, fmt: str) -> bytes:
+def _begin(encoder: Encoder, schema: pa.Schema, fmt: str, batches: list[pa.RecordBatch]) -> bytes:
     try:
+        for batch in batches:  # values the format cannot hold: a 400 before the body starts
+            encoder.check(batch)
         return encoder.begin(schema)
     except (pa.ArrowException, ValueError) as exc:
         raise ApiError(400, "unsupported_result", f"This result cannot be written as {fmt}: {exc}") from None
@@ -222,11 +261,12 @@ async def _stream(
                 if chunk:
                     yield chunk
         outcome = "ok"
+    # -- a failure after the status line: the encoder ends the body so that a client can tell (docs/API.md)
     except ApiError as exc:
         outcome = outcome_of(exc)
-        if not isinstance(encoder, JsonEncoder):
-            raise  # the status line is gone: the connection is cut, the client sees an incomplete body
-        error = {"status": exc.status, "code": exc.code, "message": exc.message}
-        yield encoder.end(True, reader.rows, error)
+        yield encoder.fail(exc.message, code=exc.code, status=exc.status)
+    except (pa.ArrowException, ValueError, OverflowError) as exc:  # a value this format cannot hold
+        outcome = "error"
+        yield encoder.fail(f"The result cannot be written in this format: {exc}", code="unsupported_result")
     finally:
         query.close(outcome)

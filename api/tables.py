@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from api.auth import Role, requires
 from api.errors import ApiError, documented
-from api.formats import json_rows
 from api.services import services
 from store.lake import duckdb_type
+from store.result_formats import json_rows
 from store.schema import SCHEMAS
 from store.views import VIEWS_BY_NAME
 

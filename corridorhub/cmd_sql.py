@@ -3,20 +3,17 @@ or JSON."""
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
-import json
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 import click
+import orjson
 import pyarrow as pa
 
 from corridorhub._options import lake_option, settings_from
 from store.lake import Lake
 from store.query import analyst_relations, run_sql
+from store.result_formats import encode_table, python_values
 from store.sandbox import SandboxLimits
 
 _MAX_CELL = 60
@@ -31,8 +28,8 @@ def _help() -> str:
     {names["zones"]} (the corridor zones, and the polygon edges the macro zone_at(lat, lon) tests).
 
     Only one SELECT is accepted: statements that write, attach, load, change settings or read files
-    directly are refused (docs/SANDBOX.md).  Timestamps are UTC.  In json output, timestamps are RFC 3339
-    text and binary values base64.
+    directly are refused (docs/SANDBOX.md).  Timestamps are UTC.  Values are written as POST /v1/sql writes
+    them (docs/API.md): in json, timestamps are RFC 3339 text and binary values base64.
 
     Example: corridorhub sql "SELECT device_id, count(*) FROM state GROUP BY 1"
     """
@@ -47,7 +44,8 @@ def _help() -> str:
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
-    help="table: aligned text columns; csv: with a header row; json: one JSON array of row objects.",
+    help="table: aligned text columns; csv: with a header row; json: the document POST /v1/sql sends "
+    "({columns, rows, truncated, row_count}); csv and json encode values as the API does (docs/API.md).",
 )
 @click.option(
     "--timeout",
@@ -86,7 +84,7 @@ def command(
     if output_format == "csv":
         click.echo(format_csv(result), nl=False)
     elif output_format == "json":
-        click.echo(format_json(result))
+        click.echo(format_json(result, answer.truncated))
     else:
         click.echo(format_table(result))
     if answer.truncated:
@@ -101,29 +99,16 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value, default=str).decode()
     return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def format_table(result: pa.Table) -> str:
     """Aligned columns with a header and a rule; numbers right-aligned; ``(N rows)`` at the end."""
     names = result.column_names
-    rows = [[_text(v) for v in row.values()] for row in result.to_pylist()]
+    columns = [python_values(column.combine_chunks()) for column in result.columns]
+    rows = [[_text(v) for v in row] for row in zip(*columns, strict=True)]
     rows = [[c if len(c) <= _MAX_CELL else c[: _MAX_CELL - 1] + "…" for c in row] for row in rows]
     widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
     numeric = [
@@ -142,14 +127,10 @@ def format_table(result: pa.Table) -> str:
 
 
 def format_csv(result: pa.Table) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(result.column_names)
-    for row in result.to_pylist():
-        writer.writerow([_text(v) for v in row.values()])
-    return buffer.getvalue()
+    """CSV as ``POST /v1/sql`` sends it (``store.result_formats``): a header row, then the rows."""
+    return encode_table(result, "csv", truncated=False).decode()
 
 
-def format_json(result: pa.Table) -> str:
-    rows = [{k: _jsonable(v) for k, v in row.items()} for row in result.to_pylist()]
-    return json.dumps(rows, ensure_ascii=False)
+def format_json(result: pa.Table, truncated: bool = False) -> str:
+    """The JSON document ``POST /v1/sql`` sends (``store.result_formats``): columns, rows, truncated."""
+    return encode_table(result, "json", truncated).decode()

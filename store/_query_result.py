@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from store._sql_guard import analyst_message, one_line
 from store.errors import QueryError, QueryTimeout
+from store.result_formats import check_sendable
 
 if TYPE_CHECKING:
     from store.sandbox import SandboxLimits
@@ -57,6 +58,7 @@ class QueryResult:
             relation = self._bind(statement, params)
             if relation is None:  # pragma: no cover - the guard lets only SELECTs through
                 raise QueryError("The statement returned no rows")
+            check_sendable(relation.columns, relation.types)  # before it runs: no format carries these
             self._reader = relation.to_arrow_reader(CHUNK_ROWS)
             self.schema: pa.Schema = self._reader.schema
             self._first: pa.RecordBatch | None = self._read_next()

@@ -7,29 +7,47 @@ gives the statement types, and ``json_serialize_sql`` the syntax tree of a SELEC
 - table functions: only an allowlist (``range``, ``generate_series``, ``unnest``, ``json_each``, ``json_tree``
   and the table macros trusted set-up code added) - so no ``read_parquet``, ``glob``, ``query``, ``duckdb_*``,
   ``pragma_*`` ..., wherever they appear (CTE, subquery, lateral join, lambda);
-- table names: only the relations the sandbox defines and the statement's own CTEs - so no ``FROM 'file.csv'``
-  replacement scans, no Python variables, no ``information_schema``;
-- scalar functions that read settings or the environment (``current_setting``, ``getenv``, ...);
+- table names: only the relations the sandbox defines and the statement's own CTEs *where they are visible*
+  (resolved by scope as DuckDB's binder does: a CTE named ``pg_settings`` in one subquery does not make
+  ``pg_settings`` elsewhere the CTE) - so no ``FROM 'file.csv'`` replacement scans, no Python variables, no
+  ``information_schema`` or ``pg_catalog``;
+- scalar functions that read settings or the environment (``current_setting``, ``getenv``, ...), and the
+  built-in macros whose body reads the catalog (``pg_get_viewdef``, ``get_block_size`` ...: found by
+  checking every macro body DuckDB lists, see :func:`_unsafe_macros`);
+- nesting deeper than the guard can check (orjson's 1,024 levels): refused with a message, never a crash.
 - ``SHOW`` of settings (``DESCRIBE``, ``SUMMARIZE`` and ``SHOW TABLES`` are fine).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from collections.abc import Collection, Iterator
 from typing import Any
 
 import duckdb
+import orjson
 
 from store.errors import QueryError, QueryRefused
 
 #: Table functions an analyst may call: they compute rows, they read nothing.
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree"})
 
-#: Scalar functions that read the sandbox's configuration or the process environment.
+#: Scalar functions that read the sandbox's configuration or the process environment, or bind SQL text the
+#: guard never sees (``json_serialize_plan(..., optimize := true)`` folds ``current_setting(...)`` into a
+#: constant of the plan it returns: the allowed files' absolute paths).
 DENIED_SCALAR_FUNCTIONS = frozenset(
-    {"current_setting", "getenv", "write_log", "json_execute_serialized_sql", "setval", "nextval"}
+    {
+        "current_setting",
+        "getenv",
+        "write_log",
+        "json_execute_serialized_sql",
+        "json_serialize_plan",
+        "setval",
+        "nextval",
+        "currval",  # and index_key: look catalog entries up by a name given as text
+        "index_key",
+    }
 )
 
 #: Scalar functions that build one value whose size an argument sets (argument index; None: range-like).
@@ -172,38 +190,66 @@ def _first_word(sql: str) -> str:
 
 def _syntax_tree(text: str, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     rows = con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()
-    tree: dict[str, Any] = json.loads(rows[0][0]) if rows else {"error": True}
+    try:
+        tree: dict[str, Any] = orjson.loads(rows[0][0]) if rows else {"error": True}
+    except orjson.JSONDecodeError:  # orjson stops at 1,024 levels of nesting, without recursing in Python
+        raise QueryRefused(
+            "This SELECT is nested too deeply for the sandbox to check (at most about 200 nested subqueries "
+            "or 400 nested function calls): flatten it, e.g. with CTEs"
+        ) from None
     if tree.get("error"):
         message = str(tree.get("error_message") or "it cannot be analysed")
         raise QueryRefused(f"This SELECT cannot be checked by the sandbox: {one_line(message)}")
     return tree
 
 
-def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
-    """Every JSON object in the syntax tree, depth first."""
-    stack = [tree]
+Scope = frozenset[str]
+
+
+def _scoped_nodes(tree: Any, scope: Scope = frozenset()) -> Iterator[tuple[dict[str, Any], Scope]]:
+    """Every JSON object in the syntax tree with the CTE names visible where it stands, parents first.
+
+    As DuckDB's binder resolves them: a query node's CTEs are visible in that node (its select list, FROM,
+    subqueries, modifiers) and in the CTEs defined after them in the same WITH, not in their own definition
+    (unless a recursive CTE's recursive part) and nowhere outside the node.  Iterative: deep trees do not
+    recurse.
+    """
+    stack: list[tuple[Any, Scope]] = [(tree, scope)]
     while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            yield node
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def _cte_names(tree: dict[str, Any]) -> set[str]:
-    names: set[str] = set()
-    for node in _nodes(tree):
+        node, visible = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, visible) for item in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        yield node, visible
+        inner = visible
         cte_map = node.get("cte_map")
         if isinstance(cte_map, dict):
-            names.update(str(entry.get("key", "")).lower() for entry in cte_map.get("map", []))
-    return names
+            for entry in cte_map.get("map", []):
+                stack.append((entry.get("value"), inner))  # sees only the CTEs before it
+                inner = inner | {str(entry.get("key", "")).lower()}
+        for key, value in node.items():
+            if key == "cte_map":
+                continue
+            if key == "right" and node.get("type") == "RECURSIVE_CTE_NODE":
+                stack.append((value, inner | {str(node.get("cte_name", "")).lower()}))
+            else:
+                stack.append((value, inner))
 
 
-def _check_tree(tree: dict[str, Any], relations: set[str], table_functions: set[str]) -> None:
-    ctes = _cte_names(tree)
+def _check_tree(
+    tree: dict[str, Any],
+    relations: set[str],
+    table_functions: Collection[str],
+    denied_functions: Collection[str] | None = None,
+) -> None:
+    """Raise for the first thing in ``tree`` the sandbox refuses.  ``denied_functions`` is given only for
+    the body of a built-in macro (see :func:`_unsafe_macros`)."""
+    builtin = denied_functions is not None
+    denied = _unsafe_macros() if denied_functions is None else denied_functions
     called_as_table: set[int] = set()
-    for node in _nodes(tree):  # parents come before their children
+    for node, ctes in _scoped_nodes(tree):  # parents come before their children
         ref_type = node.get("type")
         if ref_type == "TABLE_FUNCTION":
             function = node.get("function") or {}
@@ -214,15 +260,67 @@ def _check_tree(tree: dict[str, Any], relations: set[str], table_functions: set[
         elif ref_type == "SHOW_REF":
             _check_show(node)
         elif node.get("class") == "FUNCTION" and id(node) not in called_as_table:
-            _check_scalar_function(node)
+            _check_scalar_function(node, denied, builtin)
 
 
-def _check_scalar_function(node: dict[str, Any]) -> None:
+@functools.cache
+def _unsafe_macros() -> frozenset[str]:
+    """DuckDB's built-in macros whose body reads what the sandbox refuses (``pg_get_viewdef`` reads
+    ``duckdb_views()``, ``get_block_size`` ``pragma_database_size()`` ...), directly or through another such
+    macro: asked of DuckDB itself, so a new version's macros are covered.  Names that are also an ordinary
+    function in ``main`` stay callable (DuckDB resolves ``main`` first)."""
+    with duckdb.connect(":memory:") as con:
+        macros = con.execute(
+            "SELECT function_name, function_type, macro_definition FROM duckdb_functions() "
+            "WHERE internal AND function_type IN ('macro', 'table_macro') AND macro_definition IS NOT NULL"
+        ).fetchall()
+        ordinary = {
+            str(name).lower()
+            for (name,) in con.execute(
+                "SELECT function_name FROM duckdb_functions() WHERE schema_name = 'main' "
+                "AND function_type NOT IN ('macro', 'table_macro')"
+            ).fetchall()
+        }
+        trees: dict[str, list[dict[str, Any]]] = {}
+        unsafe: set[str] = set()
+        for name, kind, definition in macros:
+            text = str(definition) if kind == "table_macro" else f"SELECT {definition}"
+            try:
+                trees.setdefault(str(name).lower(), []).append(_syntax_tree(text, con))
+            except QueryRefused:
+                unsafe.add(str(name).lower())
+    while True:  # until no macro calls one found unsafe
+        found = {
+            name
+            for name, bodies in trees.items()
+            if name not in unsafe and any(_refuses(body, unsafe) for body in bodies)
+        }
+        if not found:
+            return frozenset(unsafe - ordinary)
+        unsafe |= found
+
+
+def _refuses(tree: dict[str, Any], denied: Collection[str]) -> bool:
+    try:
+        _check_tree(tree, set(), SAFE_TABLE_FUNCTIONS, denied)
+    except QueryError:  # QueryRefused too
+        return True
+    return False
+
+
+def _check_scalar_function(node: dict[str, Any], denied_macros: Collection[str], builtin: bool) -> None:
     name = str(node.get("function_name", "")).lower()
     if name in DENIED_SCALAR_FUNCTIONS:
         raise QueryRefused(
             f"The function {name}() is not allowed: it reads the sandbox's settings or environment"
         )
+    if name in denied_macros:
+        raise QueryRefused(
+            f"The function {name}() is not allowed: it reads DuckDB's catalog or settings, which the sandbox "
+            f"does not show"
+        )
+    if builtin:  # a built-in macro's body: only what it reads matters
+        return
     if str(node.get("catalog", "")) or str(node.get("schema", "")) not in ("", "main"):
         raise QueryRefused(f"Qualified function names ({name}) are not allowed in the sandbox")
     if name not in SIZED_FUNCTIONS:
@@ -264,7 +362,7 @@ def _integer_constant(expression: Any) -> int | None:
         return None
 
 
-def _check_table_function(name: str, relations: set[str], allowed: set[str]) -> None:
+def _check_table_function(name: str, relations: set[str], allowed: Collection[str]) -> None:
     if name in allowed:
         return
     views = ", ".join(sorted(relations))
@@ -278,7 +376,7 @@ def _check_table_function(name: str, relations: set[str], allowed: set[str]) -> 
     )
 
 
-def _check_table_name(node: dict[str, Any], relations: set[str], ctes: set[str]) -> None:
+def _check_table_name(node: dict[str, Any], relations: set[str], ctes: Scope) -> None:
     name = str(node.get("table_name", ""))
     catalog = str(node.get("catalog_name", "")).lower()
     schema = str(node.get("schema_name", "")).lower()

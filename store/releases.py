@@ -16,8 +16,9 @@ folder into place, so a half-written release is never seen).
 
 **What may be served** (:meth:`ReleaseStore.servable`): exactly the files the release's manifest lists,
 plus ``manifest.json`` itself, each resolved to a regular file directly inside the version folder.  A file
-on disk that the manifest does not list, a name with a path separator or ``..``, a symlink leading out of
-the folder, a dataset or version name that is not a plain name: all are "not found" (``None``).  Names
+on disk that the manifest does not list, a name with a path separator or ``..``, a symlink anywhere below
+the releases folder (a dataset or version folder, a file, ``latest``: never followed, wherever it leads), a
+dataset or version name that is not a plain name: all are "not found" (``None``).  Names
 must match :data:`NAME` (publish's own version rule), which also keeps them safe in URLs and headers.
 """
 
@@ -129,7 +130,19 @@ class ServableFile:
     is_data: bool
 
 
+def _real_dir(path: Path) -> bool:
+    """A folder that is not a symlink (a symlink in the releases folder is never followed)."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _real_file(path: Path) -> bool:
+    """A regular file that is not a symlink."""
+    return path.is_file() and not path.is_symlink()
+
+
 def _read_json(path: Path) -> Any:
+    if not _real_file(path):
+        return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -187,7 +200,7 @@ class ReleaseStore:
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir()
+            if _real_dir(p)
             and _plain_name(p.name)
             and p.name not in WITHDRAWN_DATASETS
             and self.versions(p.name)
@@ -198,16 +211,16 @@ class ReleaseStore:
         if not _plain_name(dataset):
             return []
         folder = self.root / dataset
-        if not folder.is_dir():
+        if not _real_dir(folder):
             return []
         return sorted(
             p.name
             for p in folder.iterdir()
-            if p.is_dir()
+            if _real_dir(p)
             and _plain_name(p.name)
             and p.name != LATEST
-            and (p / MANIFEST).is_file()
-            and (p / PROVENANCE).is_file()
+            and _real_file(p / MANIFEST)
+            and _real_file(p / PROVENANCE)
         )
 
     def latest(self, dataset: str) -> str | None:
@@ -275,9 +288,8 @@ class ReleaseStore:
         release = self.release(dataset, version)
         if release is None:
             return None
-        folder = release.folder.resolve()
-        path = (folder / name).resolve()
-        if path.parent != folder or not path.is_file():
+        path = release.folder / name
+        if not _real_file(path):  # no symlink, even to a file beside it
             return None
         if name == MANIFEST:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()

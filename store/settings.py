@@ -124,6 +124,10 @@ _BOUNDS: dict[str, _Bounds] = {
     "sql_threads": _Bounds(1, 256),
     "sql_concurrency": _Bounds(1, 256),
     "max_request_bytes": _Bounds(1024, 2**30),
+    "http_header_timeout_s": _Bounds(0.1, 3600),
+    "http_body_timeout_s": _Bounds(0.1, 3600),
+    "http_keep_alive_s": _Bounds(0.1, 3600),
+    "http_max_connections": _Bounds(1, 100_000),
     "publish_k": _Bounds(2, 10_000),
     "publish_dominance": _Bounds(0, 1, open_low=True),
     "publish_lateness_h": _Bounds(0, 24 * 31),
@@ -203,6 +207,18 @@ class Settings:
     sql_max_temp_size: str = field(default="2GB", metadata=_help("Spill space one SQL query may use."))
     sql_concurrency: int = field(default=4, metadata=_help("SQL queries the service runs at once."))
     max_request_bytes: int = field(default=1_048_576, metadata=_help("Largest HTTP request body accepted."))
+    # HTTP connections (issue 9: slow clients must not hold the service's connections open)
+    http_header_timeout_s: float = field(
+        default=10.0,
+        metadata=_help("Seconds a client has to send a request's headers; then closed."),
+    )
+    http_body_timeout_s: float = field(
+        default=30.0, metadata=_help("Seconds a request body may stall before the request fails (408).")
+    )
+    http_keep_alive_s: float = field(default=5.0, metadata=_help("Seconds an idle connection stays open."))
+    http_max_connections: int = field(
+        default=200, metadata=_help("Connections served at once; beyond, new requests get 503.")
+    )
     # -- publishing open data ------------------------------------------------------------------------
     publish_k: int = field(
         default=10, metadata=_help("A published cell needs at least this many distinct devices.")

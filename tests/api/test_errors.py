@@ -1,4 +1,5 @@
-"""Every error the API gives has one shape, ``{"error": {"status", "code", "message"}}``, and never a trace.
+"""Every error the API gives has one shape, ``{"error": {"status", "code", "message", "request_id"}}`` (the
+id also in the ``X-Request-ID`` header), and never a trace.
 
 Like datasette's ``tests/test_error_shape.py``: one request per status, the same assertions for each.
 """
@@ -22,8 +23,9 @@ def assert_error_shape(response: httpx.Response, status: int, code: str | None =
     body = response.json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert set(error) == {"status", "code", "message"}
+    assert set(error) == {"status", "code", "message", "request_id"}
     assert error["status"] == status
+    assert error["request_id"] == response.headers["X-Request-ID"] and len(error["request_id"]) >= 8
     assert isinstance(error["code"], str) and error["code"].replace("_", "").isalpha()
     assert isinstance(error["message"], str) and len(error["message"]) > 10
     assert "Traceback" not in response.text and 'File "' not in response.text

@@ -75,26 +75,21 @@ def test_csv_format(lake_path):
     result = run("sql", QUERY, "--lake", lake_path, "--format", "csv")
     rows = list(csv.reader(io.StringIO(result.output)))
     assert rows[0] == ["device_id", "seq", "ts", "date", "lat"]
-    assert rows[1] == ["robot-07", "7", "2025-03-14T09:27:00.589793+00:00", "2025-03-14", "35.547"]
+    assert rows[1] == ["robot-07", "7", "2025-03-14 09:27:00.589793Z", "2025-03-14", "35.547"]
     assert len(rows) == 5
 
 
-def test_json_format_is_one_array(lake_path):
+def test_json_format_is_the_apis_document(lake_path):
     result = run("sql", QUERY + " LIMIT 1", "--lake", lake_path, "--format", "json")
-    assert json.loads(result.output) == [
-        {
-            "device_id": "robot-07",
-            "seq": 7,
-            "ts": "2025-03-14T09:27:00.589793+00:00",
-            "date": "2025-03-14",
-            "lat": 35.547,
-        }
-    ]
+    document = json.loads(result.output)
+    assert [c["name"] for c in document["columns"]] == ["device_id", "seq", "ts", "date", "lat"]
+    assert document["rows"] == [["robot-07", 7, "2025-03-14T09:27:00.589793+00:00", "2025-03-14", 35.547]]
+    assert document["truncated"] is False and document["row_count"] == 1
 
 
 def test_empty_table_query(lake_path):
     result = run("sql", "SELECT count(*) AS n FROM event", "--lake", lake_path, "--format", "json")
-    assert json.loads(result.output) == [{"n": 0}]
+    assert json.loads(result.output)["rows"] == [[0]]
 
 
 @pytest.mark.parametrize(
@@ -137,7 +132,7 @@ def test_compact_command_removes_the_duplicate(lake_path):
     assert "state: 3 -> 1 files" in result.output and "1 duplicates removed" in result.output
     assert json.loads(
         run("sql", "SELECT count(*) AS n FROM state", "--lake", lake_path, "--format", "json").output
-    ) == [{"n": 3}]
+    )["rows"] == [[3]]
 
 
 def test_compact_names_each_table_once(lake_path, tmp_path):
@@ -176,7 +171,7 @@ def test_help_and_docs_name_every_table_and_view_the_sandbox_serves(lake_path):
 
 def test_help_documents_formats():
     result = run("sql", "--help")
-    assert "json: one JSON array" in result.output
+    assert "json: the document POST /v1/sql sends" in " ".join(result.output.split())
     assert sys.modules["corridorhub.cmd_sql"].command.name == "sql"
 
 
