@@ -32,10 +32,10 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Role, requires
 from api.errors import ApiError, documented
 from api.formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
-from api.runner import OpenQuery, outcome_of
+from api.runner import Caller, FairUse, OpenQuery, outcome_of
 from api.services import services
 from store.query import analyst_relations
-from store.sandbox import QueryResult
+from store.sql_pool import PooledResult
 
 router = APIRouter(tags=["analyst"])
 
@@ -102,7 +102,7 @@ _RESULT_CONTENT: dict[str, Any] = {
 class _Reader:
     """Pulls batches from a result (inside the pool) and counts rows."""
 
-    def __init__(self, result: QueryResult, rows_per_batch: int) -> None:
+    def __init__(self, result: PooledResult, rows_per_batch: int) -> None:
         self.result = result
         self.rows = 0
         self.finished = False
@@ -165,7 +165,9 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
     """
     hub = services(request)
-    query = await hub.runner.open(body.sql, body.params)
+    key = request.state.key
+    caller = Caller(key.id, operator=key.role == "operator")
+    query = await hub.runner.open(body.sql, body.params, caller, FairUse.from_settings(hub.settings))
     try:
         reader = _Reader(query.result, _ROWS_PER_BATCH[body.format])
         encoder = encoder_for(body.format)
@@ -187,7 +189,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     return _QueryResponse(content, query, media_type=MEDIA_TYPES[body.format], headers=headers)
 
 
-def _json_head(result: QueryResult, reader: _Reader, encoder: Encoder) -> bytes:
+def _json_head(result: PooledResult, reader: _Reader, encoder: Encoder) -> bytes:
     """The start of the document and the first batch: an error met here is still a 4xx status."""
     head = encoder.begin(result.schema)
     chunk, _ = reader.step(encoder)
@@ -224,6 +226,10 @@ async def _stream(
         outcome = "ok"
     except ApiError as exc:
         outcome = outcome_of(exc)
+        fail = getattr(encoder, "fail", None)
+        if callable(fail):  # the shared encoders end a started body in a way a client can detect
+            yield fail(exc.message)
+            return
         if not isinstance(encoder, JsonEncoder):
             raise  # the status line is gone: the connection is cut, the client sees an incomplete body
         error = {"status": exc.status, "code": exc.code, "message": exc.message}
