@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import re
 import resource
 import signal
-import struct
 import sys
 from typing import Any, BinaryIO
 
@@ -44,8 +42,8 @@ from store.errors import CorridorHubError, LakeError, QueryError, QueryRefused, 
 from store.lake import Lake
 from store.query import analyst_sandbox
 from store.sandbox import Sandbox, SandboxLimits
+from store.sql_pool import read_frame, write_frame
 
-_HEADER = struct.Struct(">I")
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 #: Rows per Arrow batch sent to the parent (it re-cuts them to what its caller asks for).
@@ -62,25 +60,6 @@ def size_bytes(text: str) -> int:
     if found is None:
         raise ValueError(f"not a size such as 512MB or 2GB: {text!r}")
     return int(float(found.group(1)) * _UNITS[found.group(2)])
-
-
-def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
-    """The next frame, or None when the stream ended (cleanly or in the middle of a frame)."""
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (length,) = _HEADER.unpack(head)
-    body = stream.read(length)
-    if len(body) < length:
-        return None
-    found: dict[str, Any] = json.loads(body)
-    return found
-
-
-def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
-    body = json.dumps(message).encode()
-    stream.write(_HEADER.pack(len(body)) + body)
-    stream.flush()
 
 
 def data_bytes() -> int:

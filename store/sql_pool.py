@@ -32,6 +32,7 @@ import json
 import logging
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import pyarrow as pa
 
-from store._sql_worker import read_frame, write_frame
 from store.errors import LakeError, QueryError, QueryRefused, QueryTimeout
 from store.sandbox import SandboxLimits
 
@@ -56,6 +56,26 @@ log = logging.getLogger("corridorhub.sql_pool")
 KILL_GRACE_S = 1.0
 #: A worker that is not ready this long after it was started is killed and started again.
 START_TIMEOUT_S = 60.0
+_HEADER = struct.Struct(">I")
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+    """The next frame, or None when the stream ended (cleanly or in the middle of a frame)."""
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack(head)
+    body = stream.read(length)
+    if len(body) < length:
+        return None
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
+    body = json.dumps(message).encode()
+    stream.write(_HEADER.pack(len(body)) + body)
+    stream.flush()
 
 
 class QueryMemoryExceeded(QueryError):
