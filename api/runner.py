@@ -6,16 +6,18 @@ batches from the pipe, closing) runs in a small thread pool, so ``/healthz``, th
 requests are answered while queries run; the calls of one query are serialised by its own lock.
 
 Fair use (:class:`FairSlots`, on the event loop): a query needs one of ``sql_concurrency`` slots, and one
-API key holds at most ``sql_key_concurrency`` of them (by default all but one).  A query that cannot start waits in one queue; when a
-slot comes free it goes to the waiting query of an operator first, then to the key running the fewest
-queries, then to the oldest.  So one key holding its share leaves the other slots to everyone else.  A query
-is answered 429 ``too_many_queries`` with ``Retry-After`` when it waited ``sql_queue_wait_s`` in vain, or
-when the queue (``_WAITERS_PER_SLOT`` per slot) or its key's part of it (as many per share) is full.
+API key holds at most ``sql_key_concurrency`` of them (by default all but one).  A query that cannot start
+waits in one queue; when a slot comes free it goes to the waiting query of an operator first, then to the
+key running the fewest queries, then to the oldest.  So one key holding its share leaves the other slots to
+everyone else.  A query is answered 429 ``too_many_queries`` with ``Retry-After`` when it waited
+``sql_queue_wait_s`` in vain, or when the queue (``_WAITERS_PER_SLOT`` per slot) or its key's part of it (as
+many per share) is full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import threading
@@ -145,10 +147,8 @@ class FairSlots:
         if _on_loop(self._loop):
             self.release(caller)
         else:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the app is gone, its slots too
                 self._loop.call_soon_threadsafe(self.release, caller)
-            except RuntimeError:  # the loop closed: the app is gone, its slots too
-                pass
 
     def _dispatch(self) -> None:
         while sum(self.running.values()) < self.size:

@@ -1,4 +1,4 @@
-"""One SQL worker process of ``store.sql_pool``: ``python -m store._sql_worker``, talking over its stdin/stdout.
+"""One SQL worker of ``store.sql_pool``: ``python -m store._sql_worker``, talking over its stdin and stdout.
 
 It builds the analyst sandbox (``store.query.analyst_sandbox``) once, warms it (the lake's views over the
 current snapshots), then caps its own data segment with ``RLIMIT_DATA`` at what it holds now plus the
@@ -48,6 +48,10 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 #: Rows per Arrow batch sent to the parent (it re-cuts them to what its caller asks for).
 BATCH_ROWS = 10_000
+#: The kernel's cap on a worker's data segment past its idle size, in multiples of the query memory limit:
+#: DuckDB spills or fails at the limit itself where it counts; the rest (values built outside its buffer
+#: manager, operator state, freed heap glibc keeps mapped) may take this much more before ``malloc`` fails.
+CAP_FACTOR = 1.5
 #: A worker holding more than this share of its cap after a query asks to be replaced.
 RETIRE_SHARE = 0.5
 #: The start of the sandbox's message for DuckDB's own "Out of Memory Error" (``store._query_result``).
@@ -99,7 +103,7 @@ class Worker:
         self.sandbox: Sandbox = analyst_sandbox(Lake(lake), limits)
         with contextlib.suppress(CorridorHubError):  # no lake yet: each query will say so
             _ = self.sandbox.relations  # builds the database over the current snapshots
-        self.cap = size_bytes(limits.memory_limit)
+        self.cap = int(size_bytes(limits.memory_limit) * CAP_FACTOR)
         self.baseline = data_bytes()
         limit = self.baseline + self.cap
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))

@@ -198,7 +198,9 @@ class Settings:
     )
     sql_timeout_s: float = field(
         default=30.0,
-        metadata=_help("Time limit of one SQL query; its worker process is killed 1 s after (docs/SANDBOX.md)."),
+        metadata=_help(
+            "Time limit of one SQL query; its worker process is killed 1 s later (docs/SANDBOX.md)."
+        ),
     )
     sql_max_rows: int = field(
         default=100_000, metadata=_help("Rows returned at most; beyond, flagged truncated.")

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import pyarrow as pa
 
@@ -57,9 +57,11 @@ KILL_GRACE_S = 1.0
 #: A worker that is not ready this long after it was started is killed and started again.
 START_TIMEOUT_S = 60.0
 _HEADER = struct.Struct(">I")
+#: What reading a worker's answer raises: its own error, or a broken pipe, stream or frame (it died).
+_READ_ERRORS = (QueryError, LakeError, EOFError, OSError, pa.ArrowException, ValueError)
 
 
-def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
     """The next frame, or None when the stream ended (cleanly or in the middle of a frame)."""
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
@@ -72,7 +74,7 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
     return found
 
 
-def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
+def write_frame(stream: IO[bytes], message: dict[str, Any]) -> None:
     body = json.dumps(message).encode()
     stream.write(_HEADER.pack(len(body)) + body)
     stream.flush()
@@ -185,10 +187,8 @@ class SqlPool:
         timer = threading.Timer(self.limits.timeout_s + KILL_GRACE_S, self._expire, (worker, token))
         timer.daemon = True
         timer.start()
-        try:
+        with contextlib.suppress(OSError):  # it died: reading says why
             write_frame(worker.requests, {"sql": sql, "params": params})
-        except OSError:
-            pass  # it died: reading says why
         return PooledResult(self, worker, timer)
 
     # -- workers --------------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class PooledResult:
         try:
             self._answer(self._frame())
             self._reader = pa.ipc.open_stream(worker.answers)
-        except BaseException as exc:
+        except _READ_ERRORS as exc:
             failure = self._failure(exc)
             self.close()
             raise failure from None
@@ -314,7 +314,7 @@ class PooledResult:
         self.close()
 
     def batches(self, rows_per_batch: int = 10_000) -> Iterator[pa.RecordBatch]:
-        """The rows in batches of ``rows_per_batch`` (the last may be shorter); closes the result at the end."""
+        """The rows in batches of ``rows_per_batch`` (the last may be shorter); closes the result after."""
         if rows_per_batch < 1:
             raise ValueError("rows_per_batch must be at least 1")
         if self._consumed:
@@ -346,13 +346,13 @@ class PooledResult:
                 batch = self._reader.read_next_batch()
             except StopIteration:
                 break
-            except BaseException as exc:
+            except _READ_ERRORS as exc:
                 raise self._failure(exc) from None
             self.rows += batch.num_rows
             yield batch
         try:
             end = self._frame()
-        except BaseException as exc:
+        except _READ_ERRORS as exc:
             raise self._failure(exc) from None
         self._answer(end)
         self._ended = True
@@ -397,8 +397,6 @@ class PooledResult:
     def _failure(self, exc: BaseException) -> BaseException:
         """What a failed read means: the worker's own error, or why the worker is gone."""
         if isinstance(exc, QueryError | LakeError):
-            return exc
-        if not isinstance(exc, EOFError | OSError | pa.ArrowException | json.JSONDecodeError):
             return exc
         worker = self._worker
         if worker is None:

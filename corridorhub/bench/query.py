@@ -6,10 +6,10 @@ runs add up to about 2 s, at most 25).  There is no separate warm-up: the files 
 just written or read (page cache), the sandbox's database is built before timing (``open_sandbox``), and the
 **median** of the runs is the figure, which leaves out one cold run.  A run is the whole statement with every
 row fetched as Arrow: ``SqlPool.query(sql).fetch_all()`` as an analyst's CLI or HTTP call does it (a worker
-process of ``store.sql_pool``: snapshot check, SQL guard, cursor, Arrow IPC over its pipe), against ``con.execute(sql).to_arrow_table()`` on a plain connection
-with the same ``memory_limit``, ``threads`` and spill space.  Both sides must return the same row counts.
-CPU time (the bench process's and the SQL worker's) is kept beside wall-clock time: on a shared machine it
-moves far less with other load.
+process of ``store.sql_pool``: snapshot check, SQL guard, cursor, Arrow IPC over its pipe), against
+``con.execute(sql).to_arrow_table()`` on a plain connection with the same ``memory_limit``, ``threads`` and
+spill space.  Both sides must return the same row counts.  CPU time (the bench process's and the SQL
+worker's) is kept beside wall-clock time: on a shared machine it moves far less with other load.
 """
 
 from __future__ import annotations

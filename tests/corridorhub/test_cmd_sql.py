@@ -227,7 +227,9 @@ def test_the_sql_settings_apply_and_flags_override_them(lake_path, monkeypatch):
     monkeypatch.setenv("CORRIDORHUB_SQL_MAX_ROWS", "2")
     timed_out = CliRunner().invoke(cli, ["sql", bomb, "--lake", lake_path])
     assert timed_out.exit_code == 1 and "exceeded the 0.5 s time limit" in timed_out.output
-    capped = CliRunner().invoke(cli, ["sql", "SELECT * FROM range(5)", "--lake", lake_path, "--format", "csv"])
+    capped = CliRunner().invoke(
+        cli, ["sql", "SELECT * FROM range(5)", "--lake", lake_path, "--format", "csv"]
+    )
     assert capped.stdout.splitlines() == ["range", "0", "1"]
     wider = CliRunner().invoke(
         cli, ["sql", "SELECT * FROM range(5)", "--lake", lake_path, "--format", "csv", "--max-rows", "3"]
