@@ -38,11 +38,11 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from store._sql_protocol import read_frame, write_frame
 from store.errors import CorridorHubError, LakeError, QueryError, QueryRefused, QueryTimeout
 from store.lake import Lake
 from store.query import analyst_sandbox
 from store.sandbox import Sandbox, SandboxLimits
-from store.sql_pool import read_frame, write_frame
 
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}

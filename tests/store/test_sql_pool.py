@@ -102,7 +102,7 @@ def test_a_value_over_the_cap_is_stopped_and_the_worker_stays_under_it(pool: Sql
 
 
 def test_a_value_just_under_the_cap_is_answered_just_over_is_stopped(pool: SqlPool) -> None:
-    """The worker's cap is its idle size + 1.5 x 256 MB = 384 MB: a 200 MB value fits, a 450 MB one does not."""
+    """The cap is the idle size + 1.5 x 256 MB = 384 MB: a 200 MB value fits, a 450 MB one does not."""
     under = "SELECT length(repeat(repeat('x', 1000000), 200)) AS n"
     assert _rows(pool, under) == [{"n": 200_000_000}]
     with pytest.raises(QueryMemoryExceeded, match="256MB"):
@@ -178,3 +178,14 @@ def _busy_worker(pool: SqlPool) -> int:
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def test_an_idle_worker_killed_from_outside_is_replaced_before_anyone_needs_it(pool: SqlPool) -> None:
+    victims = pool.pids()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (pool.stats().idle == 2 and not set(victims) & set(pool.pids())):
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.1)
+    assert _rows(pool, "SELECT 1 AS one") == [{"one": 1}]  # no query met a dead worker
