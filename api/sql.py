@@ -2,10 +2,12 @@
 
 How a response is made:
 
-* The statement executes in the SQL thread pool (``api.runner``); refusals and errors known at that point
-  are 400 (``sql_refused``, ``sql_error``); the time limit is 422 ``sql_timeout`` (not 408, which means
-  "the client was too slow to send its request" and which browsers and proxies retry on their own,
-  re-running an expensive query).
+* The statement executes in an SQL worker process (``api.runner``, ``store.sql_pool``; docs/SANDBOX.md);
+  refusals and errors known at that point are 400 (``sql_refused``, ``sql_error``); the time limit is 422
+  ``sql_timeout`` (not 408, which means "the client was too slow to send its request" and which browsers
+  and proxies retry on their own, re-running an expensive query); the memory cap is 422
+  ``sql_memory_limit``, a worker killed from outside 422 ``sql_worker_lost``, no worker 503
+  ``sql_unavailable``, a key over its share or a full queue 429 ``too_many_queries`` with ``Retry-After``.
 * ``json`` streams from the first batch on: the flag ``truncated`` and ``row_count`` come at the end of
   the document, where they are known.  A failure after rows were sent (the time limit hit during the fetch)
   ends the document with an ``error`` member and ``"truncated": true``.
@@ -154,14 +156,16 @@ class _QueryResponse(StreamingResponse):
             f"{TRUNCATED_HEADER} and {ROW_COUNT_HEADER}; json carries them at the end of the document.",
             "content": _RESULT_CONTENT,
         },
-        **documented(400, 401, 403, 413, 422, 429),
+        **documented(400, 401, 403, 413, 422, 429, 503),
     },
 )
 async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     """Run one read-only statement over the lake's committed snapshots in the SQL sandbox.
 
     At most `sql_max_rows` rows come back (then `truncated` is true); the statement is stopped at
-    `sql_timeout_s` (422 `sql_timeout`).  Refused statements (writes, files outside the lake, settings,
+    `sql_timeout_s` (422 `sql_timeout`) or at the memory cap `sql_memory_limit` (422 `sql_memory_limit`).
+    One key runs at most `sql_key_concurrency` queries at once; beyond that, and when every worker is busy
+    for `sql_queue_wait_s`, 429 `too_many_queries` with `Retry-After`.  Refused statements (writes, files outside the lake, settings,
     extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
     """
     hub = services(request)
