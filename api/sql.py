@@ -165,8 +165,9 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     At most `sql_max_rows` rows come back (then `truncated` is true); the statement is stopped at
     `sql_timeout_s` (422 `sql_timeout`) or at the memory cap `sql_memory_limit` (422 `sql_memory_limit`).
     One key runs at most `sql_key_concurrency` queries at once; beyond that, and when every worker is busy
-    for `sql_queue_wait_s`, 429 `too_many_queries` with `Retry-After`.  Refused statements (writes, files outside the lake, settings,
-    extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
+    for `sql_queue_wait_s`, 429 `too_many_queries` with `Retry-After`.  Refused statements (writes, files
+    outside the lake, settings, extensions...) are 400 `sql_refused` naming what was refused; other bad SQL
+    is 400 `sql_error`.
     """
     hub = services(request)
     key = request.state.key
