@@ -93,7 +93,7 @@ def error_kind(exc: BaseException) -> str:
 def _release_memory() -> None:
     """Give freed heap back to the kernel (glibc keeps it otherwise); best effort."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class Worker:
@@ -140,6 +140,9 @@ class Worker:
         return healthy
 
     def _healthy(self) -> bool:
+        """Whether the next query still has most of the cap (trimming the heap only when it might not)."""
+        if data_bytes() - self.baseline < RETIRE_SHARE * self.cap:
+            return True
         _release_memory()
         return data_bytes() - self.baseline < RETIRE_SHARE * self.cap
 

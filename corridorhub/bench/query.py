@@ -15,6 +15,7 @@ worker's) is kept beside wall-clock time: on a shared machine it moves far less 
 from __future__ import annotations
 
 import contextlib
+import resource
 import statistics
 import time
 import warnings
@@ -205,8 +206,10 @@ def _timed(
 
 
 def _cpu_of(pool: SqlPool) -> float:
-    """CPU seconds the pool's worker processes have used (user and system, all threads)."""
-    total = 0.0
+    """CPU seconds the pool's worker processes have used (user and system, all threads), those replaced
+    since (reaped children, ``RUSAGE_CHILDREN``) included."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = reaped.ru_utime + reaped.ru_stime
     for pid in pool.pids():
         with contextlib.suppress(psutil.Error):
             times = psutil.Process(pid).cpu_times()
