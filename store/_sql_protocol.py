@@ -23,7 +23,8 @@ def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
     return found
 
 
-def write_frame(stream: IO[bytes], message: dict[str, Any]) -> None:
+def write_frame(stream: IO[bytes], message: dict[str, Any], *, flush: bool = True) -> None:
     body = json.dumps(message).encode()
     stream.write(_HEADER.pack(len(body)) + body)
-    stream.flush()
+    if flush:
+        stream.flush()

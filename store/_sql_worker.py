@@ -34,6 +34,7 @@ import re
 import resource
 import signal
 import sys
+import time
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -52,6 +53,9 @@ BATCH_ROWS = 10_000
 #: DuckDB spills or fails at the limit itself where it counts; the rest (values built outside its buffer
 #: manager, operator state, freed heap glibc keeps mapped) may take this much more before ``malloc`` fails.
 CAP_FACTOR = 1.5
+#: A result still being written after this long is flushed batch by batch (a quick one goes in one write:
+#: one wake-up of the parent per query, which matters on a loaded machine).
+STREAM_AFTER_S = 0.05
 #: A worker holding more than this share of its cap after a query asks to be replaced.
 RETIRE_SHARE = 0.5
 #: The start of the sandbox's message for DuckDB's own "Out of Memory Error" (``store._query_result``).
@@ -122,14 +126,16 @@ class Worker:
             healthy = self._healthy()
             write_frame(self.out, {"error": error_kind(exc), "message": str(exc), "retire": not healthy})
             return healthy
-        write_frame(self.out, {"ok": True})
+        write_frame(self.out, {"ok": True}, flush=False)
+        started = time.monotonic()
         end: dict[str, Any]
         with result:
             writer = pa.ipc.new_stream(self.out, result.schema)
             try:
                 for batch in result.batches(BATCH_ROWS):
                     writer.write_batch(batch)
-                    self.out.flush()
+                    if time.monotonic() - started > STREAM_AFTER_S:
+                        self.out.flush()
                 end = {"rows": result.rows, "truncated": result.truncated}
             except (CorridorHubError, MemoryError, pa.ArrowException) as exc:
                 end = {"error": error_kind(exc), "message": str(exc)}
