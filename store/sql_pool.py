@@ -96,7 +96,7 @@ class SqlPool:
         self.lake_root = str(lake_root)
         self.limits = limits
         self.size = size
-        self._temp_root = Path(tempfile.mkdtemp(prefix="corridorhub-sql-"))
+        self._temp_root: Path | None = None  # made by start(): a pool never started leaves nothing behind
         self._lock = threading.Condition()
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -115,6 +115,7 @@ class SqlPool:
     def start(self) -> None:
         """Start the workers (in the background; :meth:`query` waits for one to be ready) and the thread
         that replaces idle workers that died (killed from outside)."""
+        self._temp_root = Path(tempfile.mkdtemp(prefix="corridorhub-sql-"))
         for _ in range(self.size):
             self._spawn()
         threading.Thread(target=self._watch, name="corridorhub-sql-pool", daemon=True).start()
@@ -142,7 +143,8 @@ class SqlPool:
         for worker in workers:
             worker.kill("closed")
             _reap(worker)
-        shutil.rmtree(self._temp_root, ignore_errors=True)
+        if self._temp_root is not None:
+            shutil.rmtree(self._temp_root, ignore_errors=True)
 
     def query(
         self, sql: str, params: list[Any] | dict[str, Any] | None = None, wait_s: float = 30.0
@@ -221,6 +223,7 @@ class SqlPool:
         threading.Thread(target=self._start_worker, args=(number,), daemon=True).start()
 
     def _start_worker(self, number: int) -> None:
+        assert self._temp_root is not None, "SqlPool.start() makes the temp folder before any worker"
         temp_dir = self._temp_root / f"worker-{number}"
         limits = replace(self.limits, temp_dir=temp_dir)
         config = {"lake": self.lake_root, "limits": asdict(limits) | {"temp_dir": str(temp_dir)}}
