@@ -1,13 +1,14 @@
 """One SQL worker of ``store.sql_pool``: ``python -m store._sql_worker``, talking over its stdin and stdout.
 
 It builds the analyst sandbox (``store.query.analyst_sandbox``) once, warms it (the lake's views over the
-current snapshots), then caps its own data segment with ``RLIMIT_DATA`` at what it holds now plus the
-query memory limit, and serves one query at a time until its stdin closes.  The kernel then refuses any
-allocation past the cap (``malloc`` fails, DuckDB raises its "Out of Memory Error", the query fails and the
-worker lives on); measured on duckdb 2.0.1, ``RLIMIT_DATA`` stops ``repeat(repeat('x', 1000000), 1500)``,
-``printf('%*d', 1200000000, 1)`` and a doubling ``list_reduce`` at once, which DuckDB's ``memory_limit``
-alone does not (those values live outside its buffer manager).  ``RLIMIT_AS`` would also stop them but
-counts address space DuckDB and glibc only reserve (about 1 GB idle), so it is not used.
+current snapshots), then caps its own data segment with ``RLIMIT_DATA`` at what it holds now plus
+``CAP_FACTOR`` x the query memory limit, and serves one query at a time until its stdin closes.  The
+kernel then refuses any allocation past the cap (``malloc`` fails, DuckDB raises its "Out of Memory
+Error", the query fails and the worker lives on).  Measured on duckdb 2.0.1: ``RLIMIT_DATA`` stops
+``repeat(repeat('x', 1000000), 1500)``, ``printf('%*d', 1200000000, 1)`` and a doubling ``list_reduce``
+at once, which DuckDB's ``memory_limit`` alone does not (those values live outside its buffer manager).
+``RLIMIT_AS`` would also stop them but counts address space DuckDB and glibc only reserve (about 1 GB
+idle), so it is not used.
 
 The protocol (``store.sql_pool`` holds the parent's side; every message is a 4-byte big-endian length and
 UTF-8 JSON, a *frame*):

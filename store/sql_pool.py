@@ -11,8 +11,9 @@ and killed outright; the service, ingest and other queries never share its memor
   the hand-over is two plain pipes with a protocol we own (``store._sql_worker``) and an exit status, with
   no pickling.  The pool keeps ``size`` workers, pre-started and reused: each has the lake's views built and
   only checks for new commits per query, so isolation costs a pipe round trip, not a start-up.
-* **Memory.**  A worker's data segment may grow by ``memory_limit`` past what it held when ready (DuckDB is
-  given the same ``memory_limit``, so it spills or fails first where it can; the kernel stops the rest).
+* **Memory.**  A worker's data segment may grow by 1.5 x ``memory_limit`` past what it held when ready
+  (DuckDB is given ``memory_limit`` itself, so it spills or fails first where it counts; the kernel stops
+  the rest: ``store._sql_worker.CAP_FACTOR``).
 * **Time.**  DuckDB stops a query at ``timeout_s``; ``KILL_GRACE_S`` later the parent sends SIGKILL, so a
   worker stuck in C code (or stopped) cannot hold a slot.  The caller gets :class:`QueryTimeout`.
 * **Deaths.**  A worker that dies (killed here, by the OOM killer or anyone else) is replaced at once; its
