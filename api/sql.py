@@ -2,10 +2,12 @@
 
 How a response is made:
 
-* The statement executes in the SQL thread pool (``api.runner``); refusals and errors known at that point
-  are 400 (``sql_refused``, ``sql_error``); the time limit is 422 ``sql_timeout`` (not 408, which means
-  "the client was too slow to send its request" and which browsers and proxies retry on their own,
-  re-running an expensive query).
+* The statement executes in an SQL worker process (``api.runner``, ``store.sql_pool``; docs/SANDBOX.md);
+  refusals and errors known at that point are 400 (``sql_refused``, ``sql_error``); the time limit is 422
+  ``sql_timeout`` (not 408, which means "the client was too slow to send its request" and which browsers
+  and proxies retry on their own, re-running an expensive query); the memory cap is 422
+  ``sql_memory_limit``, a worker killed from outside 422 ``sql_worker_lost``, no worker 503
+  ``sql_unavailable``, a key over its share or a full queue 429 ``too_many_queries`` with ``Retry-After``.
 * ``json`` streams from the first batch on: the flag ``truncated`` and ``row_count`` come at the end of
   the document, where they are known.  A failure after rows were sent (the time limit hit during the fetch)
   ends the document with an ``error`` member and ``"truncated": true``.
@@ -40,11 +42,11 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Role, requires
 from api.errors import ApiError, documented
-from api.runner import OpenQuery, outcome_of
+from api.runner import Caller, FairUse, OpenQuery, outcome_of
 from api.services import services
 from store.query import analyst_relations
 from store.result_formats import MEDIA_TYPES, Encoder, Format, JsonEncoder, encoder_for
-from store.sandbox import QueryResult
+from store.sql_pool import PooledResult
 
 router = APIRouter(tags=["analyst"])
 
@@ -138,7 +140,7 @@ _RESULT_CONTENT: dict[str, Any] = {
 class _Reader:
     """Pulls batches from a result (inside the pool) and counts rows."""
 
-    def __init__(self, result: QueryResult, rows_per_batch: int) -> None:
+    def __init__(self, result: PooledResult, rows_per_batch: int) -> None:
         self.result = result
         self.rows = 0
         self.finished = False
@@ -190,19 +192,24 @@ class _QueryResponse(StreamingResponse):
             f"{TRUNCATED_HEADER} and {ROW_COUNT_HEADER}; json carries them at the end of the document.",
             "content": _RESULT_CONTENT,
         },
-        **documented(400, 401, 403, 413, 422, 429),
+        **documented(400, 401, 403, 413, 422, 429, 503),
     },
 )
 async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     """Run one read-only statement over the lake's committed snapshots in the SQL sandbox.
 
     At most `sql_max_rows` rows come back (then `truncated` is true); the statement is stopped at
-    `sql_timeout_s` (422 `sql_timeout`).  Refused statements (writes, files outside the lake, settings,
-    extensions...) are 400 `sql_refused` naming what was refused; other bad SQL is 400 `sql_error`.
+    `sql_timeout_s` (422 `sql_timeout`) or at the memory cap `sql_memory_limit` (422 `sql_memory_limit`).
+    One key runs at most `sql_key_concurrency` queries at once; beyond that, and when every worker is busy
+    for `sql_queue_wait_s`, 429 `too_many_queries` with `Retry-After`.  Refused statements (writes, files
+    outside the lake, settings, extensions...) are 400 `sql_refused` naming what was refused; other bad SQL
+    is 400 `sql_error`.
     """
     check_params(body.params)
     hub = services(request)
-    query = await hub.runner.open(body.sql, body.params)
+    key = request.state.key
+    caller = Caller(key.id, operator=key.role == "operator")
+    query = await hub.runner.open(body.sql, body.params, caller, FairUse.from_settings(hub.settings))
     try:
         reader = _Reader(query.result, _ROWS_PER_BATCH[body.format])
         encoder = encoder_for(body.format)
@@ -224,7 +231,7 @@ async def run_sql(body: SqlRequest, request: Request) -> StreamingResponse:
     return _QueryResponse(content, query, media_type=MEDIA_TYPES[body.format], headers=headers)
 
 
-def _json_head(result: QueryResult, reader: _Reader, encoder: Encoder) -> bytes:
+def _json_head(result: PooledResult, reader: _Reader, encoder: Encoder) -> bytes:
     """The start of the document and the first batch: an error met here is still a 4xx status."""
     head = encoder.begin(result.schema)
     chunk, _ = reader.step(encoder)

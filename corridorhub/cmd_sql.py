@@ -50,22 +50,22 @@ def _help() -> str:
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=SandboxLimits.timeout_s,
-    show_default=True,
-    help="Seconds the query may run before it is stopped.",
+    default=None,
+    help="Seconds the query may run before it is stopped (its worker killed 1 s later) "
+    "[default: the sql_timeout_s setting, 30].",
 )
 @click.option(
     "--max-rows",
-    type=click.IntRange(min=0),
-    default=SandboxLimits.max_rows,
-    show_default=True,
-    help="Rows returned at most; a note on stderr says when more were cut off.",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows returned at most; a note on stderr says when more were cut off "
+    "[default: the sql_max_rows setting, 100000].",
 )
 @click.option(
     "--memory-limit",
-    default=SandboxLimits.memory_limit,
-    show_default=True,
-    help="DuckDB memory the query may use (e.g. 512MB, 2GB); beyond it, it spills to a capped temp folder.",
+    default=None,
+    help="Memory the query may use (e.g. 512MB, 2GB): DuckDB spills beyond it to a capped temp folder, and "
+    "the kernel stops its worker past it [default: the sql_memory_limit setting, 1GB].",
 )
 @click.pass_context
 def command(
@@ -73,13 +73,14 @@ def command(
     statement: str,
     lake: str | None,
     output_format: str,
-    timeout: float,
-    max_rows: int,
-    memory_limit: str,
+    timeout: float | None,
+    max_rows: int | None,
+    memory_limit: str | None,
 ) -> None:
-    settings = settings_from(ctx, lake=lake)
-    limits = SandboxLimits(memory_limit=memory_limit, timeout_s=timeout, max_rows=max_rows)
-    answer = run_sql(Lake(settings.lake), statement, limits=limits)
+    settings = settings_from(
+        ctx, lake=lake, sql_timeout_s=timeout, sql_max_rows=max_rows, sql_memory_limit=memory_limit
+    )
+    answer = run_sql(Lake(settings.lake), statement, limits=SandboxLimits.from_settings(settings))
     result = answer.table
     if output_format == "csv":
         click.echo(format_csv(result), nl=False)
@@ -89,7 +90,8 @@ def command(
         click.echo(format_table(result))
     if answer.truncated:
         click.echo(
-            f"Note: the result was truncated to the first {max_rows} rows (raise --max-rows to see more).",
+            f"Note: the result was truncated to the first {settings.sql_max_rows} rows "
+            "(raise --max-rows to see more).",
             err=True,
         )
 

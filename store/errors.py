@@ -14,7 +14,10 @@ an exception but a quarantine row with a reason code (see ``ingest.decode``).
     ├── PrivacyBudgetExhausted a release would spend more differential-privacy budget than is left
     └── QueryError             an analyst's SQL failed (bad SQL, unknown table, ...)
         ├── QueryRefused       the sandbox refused the statement (names what was refused)
-        └── QueryTimeout       the statement ran into its time limit and was stopped
+        ├── QueryTimeout       the statement ran into its time limit and was stopped
+        ├── QueryMemoryExceeded  it went over the memory cap of one query (store.sql_pool)
+        ├── QueryWorkerLost    its worker process died from outside (the OOM killer, an operator)
+        └── WorkersBusy        no SQL worker process came free in time
 """
 
 from __future__ import annotations
@@ -62,3 +65,15 @@ class QueryRefused(QueryError):
 
 class QueryTimeout(QueryError):
     """The statement ran into the sandbox's time limit and was stopped."""
+
+
+class QueryMemoryExceeded(QueryError):
+    """The statement went over the memory cap of one query and was stopped."""
+
+
+class QueryWorkerLost(QueryError):
+    """The statement's worker process died from outside (the kernel's OOM killer, an operator's kill)."""
+
+
+class WorkersBusy(QueryError):
+    """No SQL worker process came free in time (all busy, or still starting)."""

@@ -1,7 +1,7 @@
 """Run one analyst SQL statement over the lake's committed snapshots, through the SQL sandbox.
 
 The simple seam for callers that want a whole (small) result: ``corridorhub sql`` and tests.  Services that
-stream keep one :class:`store.sandbox.Sandbox` and call :meth:`~store.sandbox.Sandbox.query` themselves.
+stream keep one :class:`store.sql_pool.SqlPool` and call :meth:`~store.sql_pool.SqlPool.query` themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from store.geo.zones import ZONE_TABLES
 from store.lake import Lake
 from store.sandbox import Sandbox, SandboxLimits
 from store.schema import TABLES
+from store.sql_pool import START_TIMEOUT_S, SqlPool
 from store.views import VIEWS, create_analyst_views
 
 
@@ -35,11 +36,15 @@ def run_sql(
 ) -> SqlResult:
     """Execute ``sql`` (one read-only statement) against the lake's tables ``state``, ``event``,
     ``network``, ``quarantine`` and the analyst views (``trips``, ``device_day``, ... and ``zones``);
-    raise ``QueryRefused`` or ``QueryError`` (one line each) when it cannot run."""
-    sandbox = analyst_sandbox(lake, limits or SandboxLimits())
-    with sandbox, sandbox.query(sql, params) as result:
-        table = result.fetch_all()
-        return SqlResult(table, result.truncated)
+    raise ``QueryRefused`` or ``QueryError`` (one line each) when it cannot run.
+
+    The statement runs in a worker process of its own, as in the service (``store.sql_pool``): under the
+    same memory cap and kill deadline."""
+    with SqlPool(lake.root, limits or SandboxLimits(), size=1) as pool:
+        pool.start()
+        with pool.query(sql, params, wait_s=START_TIMEOUT_S) as result:
+            table = result.fetch_all()
+            return SqlResult(table, result.truncated)
 
 
 def analyst_relations() -> dict[str, tuple[str, ...]]:

@@ -39,6 +39,7 @@ from store.errors import LakeError, QueryError
 from store.lake import Lake, Snapshot, select_files
 from store.repair import unreadable_lake
 from store.schema import SCHEMAS, TABLES
+from store.settings import Settings
 
 __all__ = ["QueryResult", "Sandbox", "SandboxLimits"]
 
@@ -56,6 +57,17 @@ class SandboxLimits:
     #: A folder of the sandbox's own for spilling; a fresh temporary folder (removed on close) when None.
     temp_dir: Path | None = None
     max_temp_size: str = "2GB"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxLimits:
+        """The ``sql_*`` settings (the service and ``corridorhub sql`` both use them)."""
+        return cls(
+            memory_limit=settings.sql_memory_limit,
+            threads=settings.sql_threads,
+            timeout_s=settings.sql_timeout_s,
+            max_rows=settings.sql_max_rows,
+            max_temp_size=settings.sql_max_temp_size,
+        )
 
     def __post_init__(self) -> None:
         if self.threads < 1:

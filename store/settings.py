@@ -123,6 +123,8 @@ _BOUNDS: dict[str, _Bounds] = {
     "sql_max_rows": _Bounds(1, 100_000_000),
     "sql_threads": _Bounds(1, 256),
     "sql_concurrency": _Bounds(1, 256),
+    "sql_key_concurrency": _Bounds(1, 256),
+    "sql_queue_wait_s": _Bounds(0, 600),
     "max_request_bytes": _Bounds(1024, 2**30),
     "http_header_timeout_s": _Bounds(0.1, 3600),
     "http_body_timeout_s": _Bounds(0.1, 3600),
@@ -198,14 +200,38 @@ class Settings:
         default=None,
         metadata=_help("API keys (hashed) [default: {lake}/_hub/keys.json]."),
     )
-    sql_timeout_s: float = field(default=30.0, metadata=_help("Time limit of one SQL query."))
+    sql_timeout_s: float = field(
+        default=30.0,
+        metadata=_help(
+            "Time limit of one SQL query; its worker process is killed 1 s later (docs/SANDBOX.md)."
+        ),
+    )
     sql_max_rows: int = field(
         default=100_000, metadata=_help("Rows returned at most; beyond, flagged truncated.")
     )
-    sql_memory_limit: str = field(default="1GB", metadata=_help("DuckDB memory limit of one SQL query."))
+    sql_memory_limit: str = field(
+        default="1GB",
+        metadata=_help(
+            "Memory one SQL query may use: DuckDB's limit, and the kernel's cap (RLIMIT_DATA) on its worker "
+            "process beyond what an idle worker holds."
+        ),
+    )
     sql_threads: int = field(default=2, metadata=_help("DuckDB threads of one SQL query."))
     sql_max_temp_size: str = field(default="2GB", metadata=_help("Spill space one SQL query may use."))
-    sql_concurrency: int = field(default=4, metadata=_help("SQL queries the service runs at once."))
+    sql_concurrency: int = field(
+        default=4, metadata=_help("SQL worker processes the service keeps: queries it runs at once.")
+    )
+    sql_key_concurrency: int | None = field(
+        default=None,
+        metadata=_help(
+            "SQL queries one API key runs at once; its further queries wait in the queue "
+            "[default: sql_concurrency - 1, at least 1]."
+        ),
+    )
+    sql_queue_wait_s: float = field(
+        default=10.0,
+        metadata=_help("How long an SQL query waits for a free worker before it is answered 429."),
+    )
     max_request_bytes: int = field(default=1_048_576, metadata=_help("Largest HTTP request body accepted."))
     # HTTP connections (issue 9: slow clients must not hold the service's connections open)
     http_header_timeout_s: float = field(
@@ -297,6 +323,13 @@ class Settings:
                 raise ConfigError(
                     f"Setting '{name}' must be a size such as 512MB or 2GB, got {getattr(self, name)!r}"
                 )
+
+    @property
+    def sql_key_share(self) -> int:
+        """``sql_key_concurrency``, or its default: every slot but one, so one key never holds them all."""
+        if self.sql_key_concurrency is not None:
+            return min(self.sql_key_concurrency, self.sql_concurrency)
+        return max(1, self.sql_concurrency - 1)
 
     @property
     def keys_path(self) -> Path:

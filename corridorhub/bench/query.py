@@ -5,14 +5,17 @@ plain, ...), so that a drift in the machine's load hits both; a query under half
 runs add up to about 2 s, at most 25).  There is no separate warm-up: the files were
 just written or read (page cache), the sandbox's database is built before timing (``open_sandbox``), and the
 **median** of the runs is the figure, which leaves out one cold run.  A run is the whole statement with every
-row fetched as Arrow: ``Sandbox.query(sql).fetch_all()`` as an analyst's CLI or HTTP call does it (snapshot
-check, SQL guard, cursor, streaming), against ``con.execute(sql).to_arrow_table()`` on a plain connection
-with the same ``memory_limit``, ``threads`` and spill space.  Both sides must return the same row counts.
-Process CPU time is kept beside wall-clock time: on a shared machine it moves far less with other load.
+row fetched as Arrow: ``SqlPool.query(sql).fetch_all()`` as an analyst's CLI or HTTP call does it (a worker
+process of ``store.sql_pool``: snapshot check, SQL guard, cursor, Arrow IPC over its pipe), against
+``con.execute(sql).to_arrow_table()`` on a plain connection with the same ``memory_limit``, ``threads`` and
+spill space.  Both sides must return the same row counts.  CPU time (the bench process's and the SQL
+worker's) is kept beside wall-clock time: on a shared machine it moves far less with other load.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import statistics
 import time
 import warnings
@@ -23,12 +26,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import duckdb
+import psutil
 import pyarrow as pa
 
 from corridorhub.bench.plain import PLAIN_TABLES, plain_file
 from store.lake import Lake
-from store.query import analyst_sandbox
-from store.sandbox import Sandbox, SandboxLimits
+from store.sandbox import SandboxLimits
+from store.sql_pool import START_TIMEOUT_S, SqlPool
 
 #: 08:00-09:00 JST on the generated day, across the UTC date boundary (two ``date`` partitions).
 _RUSH_HOUR = "ts >= TIMESTAMPTZ '2025-03-14 08:00:00+09' AND ts < TIMESTAMPTZ '2025-03-14 09:00:00+09'"
@@ -125,13 +129,16 @@ def bench_limits(memory_limit: str, threads: int, max_rows: int) -> SandboxLimit
     return SandboxLimits(memory_limit=memory_limit, threads=threads, timeout_s=3600.0, max_rows=max_rows)
 
 
-def open_sandbox(lake: Lake, limits: SandboxLimits) -> tuple[Sandbox, float]:
-    """The analyst's sandbox (``store.query.analyst_sandbox``, as the CLI and the API get it) and its
-    setup time."""
-    sandbox = analyst_sandbox(lake, limits)
+def open_sandbox(lake: Lake, limits: SandboxLimits) -> tuple[SqlPool, float]:
+    """The analyst's sandbox as the CLI and the API run it: one worker process of ``store.sql_pool`` (its
+    locked database over the current snapshot built when it starts), and the time until it is ready."""
+    pool = SqlPool(lake.root, limits, size=1)
     started = time.perf_counter()
-    _ = sandbox.relations  # builds the locked database over the current snapshot
-    return sandbox, time.perf_counter() - started
+    pool.start()
+    if not pool.wait_ready(START_TIMEOUT_S):
+        pool.close()
+        raise BenchQueryError("the SQL worker did not start")
+    return pool, time.perf_counter() - started
 
 
 def table_rows(lake: Lake) -> dict[str, int]:
@@ -144,7 +151,7 @@ def table_rows(lake: Lake) -> dict[str, int]:
 
 
 def time_queries(
-    sandbox: Sandbox,
+    sandbox: SqlPool,
     plain: duckdb.DuckDBPyConnection,
     repeats: int,
     echo: Callable[[str], None],
@@ -157,7 +164,7 @@ def time_queries(
         rows: set[tuple[int, int]] = set()
         planned = repeats
         while len(runs["plain"]) < planned:
-            wall, cpu, sandbox_rows = _timed(partial(_run_sandbox, sandbox, query))
+            wall, cpu, sandbox_rows = _timed(partial(_run_sandbox, sandbox, query), partial(_cpu_of, sandbox))
             runs["sandbox"].append((wall, cpu))
             wall, cpu, plain_rows = _timed(partial(_run_plain, plain, query))
             runs["plain"].append((wall, cpu))
@@ -183,18 +190,34 @@ def time_queries(
     return out
 
 
-def _timed(run: Callable[[], pa.Table]) -> tuple[float, float, int]:
-    """Wall-clock seconds, process CPU seconds (all threads: DuckDB's and ours) and rows of one run.
+def _timed(
+    run: Callable[[], pa.Table], other_cpu: Callable[[], float] = lambda: 0.0
+) -> tuple[float, float, int]:
+    """Wall-clock seconds, CPU seconds (all threads: DuckDB's and ours, and ``other_cpu``'s: the SQL
+    worker's) and rows of one run.
 
     CPU time is what the query cost whatever else the machine ran; wall-clock time is what the analyst
     waited, and it moves with the other processes' load.
     """
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, other = time.perf_counter(), time.process_time(), other_cpu()
     table = run()
-    return time.perf_counter() - started, time.process_time() - cpu, table.num_rows
+    spent = time.process_time() - cpu + other_cpu() - other
+    return time.perf_counter() - started, spent, table.num_rows
 
 
-def _run_sandbox(sandbox: Sandbox, query: StandardQuery) -> pa.Table:
+def _cpu_of(pool: SqlPool) -> float:
+    """CPU seconds the pool's worker processes have used (user and system, all threads), those replaced
+    since (reaped children, ``RUSAGE_CHILDREN``) included."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = reaped.ru_utime + reaped.ru_stime
+    for pid in pool.pids():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _run_sandbox(sandbox: SqlPool, query: StandardQuery) -> pa.Table:
     with sandbox.query(query.sql) as result:
         table = result.fetch_all()
         if result.truncated:

@@ -111,7 +111,7 @@ def render_query(result: QueryBenchResult, figs: dict[str, Any]) -> list[str]:
         ),
         f"  both sides: memory_limit {result.memory_limit}, threads {result.threads}; median of "
         f"{result.repeats} runs each (more for short queries), alternating; every row fetched as Arrow",
-        f"  sandbox set-up (snapshot, views, lock): {result.sandbox_setup_s * 1000:.0f} ms, once",
+        f"  sandbox set-up (worker start, views, lock): {result.sandbox_setup_s * 1000:.0f} ms, once",
         f"  {'':<18} {'wall-clock, median':^29} {'process CPU, median':^29}",
         f"  {'query':<18} {'sandbox s':>10} {'plain s':>10} {'ratio':>7} {'sandbox s':>10} {'plain s':>10} "
         f"{'ratio':>7} {'runs':>5} {'rows':>7}",

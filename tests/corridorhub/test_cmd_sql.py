@@ -202,7 +202,8 @@ def test_timeout_flag_stops_a_long_query(lake_path):
 def test_bad_memory_limit_fails_by_name(lake_path):
     result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--lake", lake_path, "--memory-limit", "lots"])
     assert result.exit_code == 1
-    assert "limits are not valid" in result.output and "Traceback" not in result.output
+    # the flag overrides the sql_memory_limit setting and is checked as the setting is
+    assert "Setting 'sql_memory_limit' must be a size" in result.output and "Traceback" not in result.output
 
 
 def test_the_analyst_views_are_there_from_the_cli_too(lake_path):
@@ -212,3 +213,29 @@ def test_the_analyst_views_are_there_from_the_cli_too(lake_path):
     for view in ("trips", "device_day", "network_mesh_hour", "speed_mesh_15min", "events_zone_day"):
         result = run("sql", f"SELECT * FROM {view} LIMIT 1", "--lake", lake_path, "--format", "json")
         assert result.exit_code == 0, (view, result.output)
+
+
+def test_the_sql_settings_apply_and_flags_override_them(lake_path, monkeypatch):
+    """CORRIDORHUB_SQL_* reach `corridorhub sql` (it runs in a worker like the service's); a flag wins."""
+    bomb = "SELECT sum(a.range * b.range) AS s FROM range(1000000) a, range(1000000) b"
+    monkeypatch.setenv("CORRIDORHUB_SQL_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("CORRIDORHUB_SQL_MAX_ROWS", "2")
+    timed_out = CliRunner().invoke(cli, ["sql", bomb, "--lake", lake_path])
+    assert timed_out.exit_code == 1 and "exceeded the 0.5 s time limit" in timed_out.output
+    capped = CliRunner().invoke(
+        cli, ["sql", "SELECT * FROM range(5)", "--lake", lake_path, "--format", "csv"]
+    )
+    assert capped.stdout.splitlines() == ["range", "0", "1"]
+    wider = CliRunner().invoke(
+        cli, ["sql", "SELECT * FROM range(5)", "--lake", lake_path, "--format", "csv", "--max-rows", "3"]
+    )
+    assert wider.stdout.splitlines() == ["range", "0", "1", "2"]
+
+
+def test_a_value_over_the_memory_cap_is_stopped(lake_path):
+    result = CliRunner().invoke(
+        cli, ["sql", "SELECT repeat(repeat('x', 1000000), 1500) AS v", "--lake", lake_path,
+              "--memory-limit", "256MB"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "memory cap of one query (256MB)" in result.output and "Traceback" not in result.output
