@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from publish import gate
+from publish._jsonfile import dataset_busy
 from publish.build import build_dataset, check_preconditions, check_range
 from publish.closure import (
     check_closed,
@@ -55,11 +56,12 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import PrivacyLedger, ledger_path, legacy_entries, release_placed
+from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries, release_placed
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
 from publish.previous import PROVENANCE, read_earlier, release_folders
+from publish.release_log import DP, EXACT, ReleaseLog, days_of, scan_releases
 from store.lake import Lake
 from store.settings import Settings
 
@@ -226,14 +228,17 @@ def publish_release(
             "draw is a new release that spends privacy budget"
         )
     with _dataset_lock(dataset_dir):
-        for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed
+        log = _release_log(Path(settings.releases), dataset_id)
+        for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed (the log is settled)
             shutil.rmtree(stale, ignore_errors=True)
-        name = version or next_version(dataset_dir, date_from, date_to)
+        name = version or log.unused_version(dataset_id, next_version(dataset_dir, date_from, date_to))
         final = dataset_dir / name
         if final.exists():
             raise ReleaseExists(f"Release {dataset_id}/{name} exists already: releases are never overwritten")
         received_until = datetime.now(UTC)
         repeated = _days_published_before(dataset_dir, dataset_id, date_from, date_to, settings)
+        mode = DP if private else EXACT
+        log.check(dataset_id, name, days_between(date_from, date_to), mode, repeated)
         new_days = [d for d in days_between(date_from, date_to) if d not in repeated]
         if new_days:
             check_closed(new_days, lake, settings, received_until)
@@ -245,14 +250,16 @@ def publish_release(
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
             ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
-            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE))
-            if version is None:  # a deleted release's name is not reused: its charge stays
+            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE, log.has))
+            if version is None:  # a charged version's name is not reused: its charge stays
                 name = ledger.unused_version(dataset_id, name)
             final = dataset_dir / name
             spending = ledger.spending(
                 dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)
             )
-        with spending:  # reserved before any work; given back when anything below fails
+        with spending as charge:  # reserved before any work
+            if ledger is not None and isinstance(charge, LedgerEntry):
+                ledger.drawn(charge)  # the build reads the lake and draws noise: whatever follows is spent
             built, files, built_at = _build_and_place(
                 lake,
                 dataset_id,
@@ -267,6 +274,8 @@ def publish_release(
                 at_versions=at_versions,
                 received_until=received_until,
                 new_days=new_days,
+                log=log,
+                mode=mode,
             )
         late = late_samples(lake, repeated)
         if late:
@@ -295,6 +304,15 @@ def publish_release(
         days_repeated=sorted(repeated),
         late_samples=late,
     )
+
+
+def _release_log(releases: Path, dataset_id: str) -> ReleaseLog:
+    """The release folder's log, settled (entries left by killed publishes) and with every release folder
+    in it (those made before the log, or restored)."""
+    log = ReleaseLog(releases)
+    log.settle(lambda other: other != dataset_id and dataset_busy(releases, other))
+    log.adopt(scan_releases(releases, PROVENANCE))
+    return log
 
 
 def _dp_threshold(privacy: PrivacyReport) -> str:
@@ -365,6 +383,8 @@ def _build_and_place(
     at_versions: Mapping[str, int] | None,
     received_until: datetime,
     new_days: list[date],
+    log: ReleaseLog,
+    mode: str,
 ) -> tuple[BuiltDataset, list[Path], datetime]:
     """Build, gate, write into a temporary folder and rename it to ``final``; nothing stays on failure."""
     dataset_dir, name = final.parent, final.name
@@ -386,6 +406,12 @@ def _build_and_place(
             f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
             f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}{_dp_threshold(p)}, "
             f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
+            + (
+                "; its privacy budget is spent all the same (the noise was drawn, and publishing nothing "
+                "is an outcome of it)"
+                if ledger is not None
+                else ""
+            )
         )
     report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
     failures = gate.check(built, settings)
@@ -417,9 +443,15 @@ def _build_and_place(
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync(path)
         _fsync(tmp)
-        os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
+        log.placing(dataset_id, name, days_of(date_from, date_to), mode, tmp.name)
+        try:
+            os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
+        except BaseException:
+            log.forget(dataset_id, name)  # not renamed: never seen
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    log.published(dataset_id, name)
     files = sorted({final / Path(p).relative_to(tmp) for p in written} | {final / PROVENANCE})
     return built, files, built_at
