@@ -18,11 +18,14 @@ Spending is two-phase so that the ledger and the releases agree::
 
 :meth:`PrivacyLedger.reserve` charges the budget under an exclusive ``flock`` (two processes cannot both
 take the last of it) **before** anything is built: a release folder never exists without its charge.
-:meth:`PrivacyLedger.commit` marks the charge final once the folder is in place; :meth:`PrivacyLedger.cancel`
-gives it back when the release fails.  A process killed in between leaves a reservation; the next
-release settles it (:meth:`PrivacyLedger.settle`): committed when its folder exists, given back when it
-does not and no process is publishing that dataset any more.  So the ledger ends up charged for exactly
-what was published.
+:meth:`PrivacyLedger.drawn` marks the charge as spent when the build starts reading the lake: from then
+on every outcome depends on the data and the noise (a release, "nothing to publish", a gate failure, an
+interruption), so it is charged whatever happens; retrying cannot choose among draws for free.
+:meth:`PrivacyLedger.commit` marks the charge final once the folder is in place; a failure before the
+build gives it back (:meth:`PrivacyLedger.cancel`).  A process killed in between leaves a reservation;
+the next release settles it (:meth:`PrivacyLedger.settle`): given back only when it is certain nothing was
+published (never drawn, no folder, and the release log, ``publish.release_log``, does not name its
+version: a folder that was served and then deleted keeps its charge), committed otherwise.
 
 Ledgers of earlier versions, one per dataset (``{releases}/{dataset}/privacy-ledger.json``), are adopted
 into this one before any new charge (:func:`legacy_entries`): what they spent still counts, on every day

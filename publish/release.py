@@ -9,7 +9,10 @@ earlier release of its dataset.
 
 Version names: ``{date_from}_{date_to}-r{n}`` (JST dates), ``n`` = 1, 2, ... per range, e.g.
 ``2025-03-14_2025-03-14-r1``.  They sort by range, say what they cover and never collide; a version is
-never overwritten (``ReleaseExists``).  ``latest`` is a small JSON file (not a symlink: it downloads and
+never overwritten (``ReleaseExists``) and a name is never used twice, even after its folder is gone: the
+release log ``{releases}/release-log.json`` (``publish.release_log``) records every release, is written
+just before the rename (and marked after it), and refuses a day whose folders are gone or whose mode
+(exact or DP) differs from another dataset's release of it.  ``latest`` is a small JSON file (not a symlink: it downloads and
 copies as what it is) naming the version published last.
 
 Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
@@ -19,8 +22,10 @@ data files: queries round and sort deterministically and the data files hold no 
 release charges its dataset's share of ``dp_epsilon`` (per device-day) on each day it publishes first to
 the one ledger of the release folder (``publish.ledger``), with ``ledger.spending(...)`` around build,
 gate, writing and the rename: the budget is reserved before any work (an exhausted budget fails at once,
-leaving nothing), committed once the folder is in place, and given back when anything fails; reservations
-left by a killed publish are settled first (committed if their folder exists, else given back).
+leaving nothing), marked drawn when the build starts (from then on any outcome, nothing publishable or a
+failure included, depends on the noise and is charged) and committed once the folder is in place; only a
+failure before the build gives it back.  Charges left by a killed publish are settled first: given back
+only when certainly nothing was published (never drawn, no folder, not in the release log).
 OpenDP's noise cannot be seeded, so a DP release cannot be rebuilt: a rebuild
 (``at_versions``) is refused, and the stored folder, checked by its manifest, is the release's only form.
 """
@@ -42,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from publish import gate
-from publish._jsonfile import dataset_busy
 from publish.build import build_dataset, check_preconditions, check_range
 from publish.closure import (
     check_closed,
@@ -61,7 +65,7 @@ from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
 from publish.previous import PROVENANCE, read_earlier, release_folders
-from publish.release_log import DP, EXACT, ReleaseLog, days_of, scan_releases
+from publish.release_log import DP, EXACT, ReleaseLog, days_of, open_log
 from store.lake import Lake
 from store.settings import Settings
 
@@ -228,7 +232,7 @@ def publish_release(
             "draw is a new release that spends privacy budget"
         )
     with _dataset_lock(dataset_dir):
-        log = _release_log(Path(settings.releases), dataset_id)
+        log = open_log(Path(settings.releases), dataset_id, PROVENANCE)
         for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed (the log is settled)
             shutil.rmtree(stale, ignore_errors=True)
         name = version or log.unused_version(dataset_id, next_version(dataset_dir, date_from, date_to))
@@ -304,15 +308,6 @@ def publish_release(
         days_repeated=sorted(repeated),
         late_samples=late,
     )
-
-
-def _release_log(releases: Path, dataset_id: str) -> ReleaseLog:
-    """The release folder's log, settled (entries left by killed publishes) and with every release folder
-    in it (those made before the log, or restored)."""
-    log = ReleaseLog(releases)
-    log.settle(lambda other: other != dataset_id and dataset_busy(releases, other))
-    log.adopt(scan_releases(releases, PROVENANCE))
-    return log
 
 
 def _dp_threshold(privacy: PrivacyReport) -> str:

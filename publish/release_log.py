@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from publish._jsonfile import locked, write_atomic
+from publish._jsonfile import dataset_busy, locked, write_atomic
 from publish.errors import PublishError, ReleaseExists
 
 LOG_NAME = "release-log.json"
@@ -201,6 +201,16 @@ def _mixed_modes(day: date, entry: LoggedRelease, dataset_id: str, mode: str) ->
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def open_log(releases: Path, dataset_id: str, provenance: str = "provenance.json") -> ReleaseLog:
+    """The log of ``releases`` for a publish of ``dataset_id`` (whose lock the caller holds): settled
+    (entries left by killed publishes) and with every release folder in it (made before the log, or
+    restored)."""
+    log = ReleaseLog(releases)
+    log.settle(lambda other: other != dataset_id and dataset_busy(releases, other))
+    log.adopt(scan_releases(releases, provenance))
+    return log
 
 
 def scan_releases(releases: Path, provenance: str = "provenance.json") -> list[LoggedRelease]:
