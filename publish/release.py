@@ -12,8 +12,8 @@ Version names: ``{date_from}_{date_to}-r{n}`` (JST dates), ``n`` = 1, 2, ... per
 never overwritten (``ReleaseExists``) and a name is never used twice, even after its folder is gone: the
 release log ``{releases}/release-log.json`` (``publish.release_log``) records every release, is written
 just before the rename (and marked after it), and refuses a day whose folders are gone or whose mode
-(exact or DP) differs from another dataset's release of it.  ``latest`` is a small JSON file (not a symlink: it downloads and
-copies as what it is) naming the version published last.
+(exact or DP) differs from another dataset's release of it.  ``latest`` is a small JSON file (not a
+symlink: it downloads and copies as what it is) naming the version published last.
 
 Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
 data files: queries round and sort deterministically and the data files hold no build time.
@@ -255,8 +255,11 @@ def publish_release(
         if ledger is not None and plan is not None:
             ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
             ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE, log.has))
-            if version is None:  # a charged version's name is not reused: its charge stays
-                name = ledger.unused_version(dataset_id, name)
+            while version is None:  # a charged or logged version's name is never reused
+                bumped = log.unused_version(dataset_id, ledger.unused_version(dataset_id, name))
+                if bumped == name:
+                    break
+                name = bumped
             final = dataset_dir / name
             spending = ledger.spending(
                 dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)

@@ -114,19 +114,20 @@ class ReleaseLog:
                 "name is never reused, even when its folder is gone"
             )
         for day in days:
+            _check_mode(entries, day, dataset_id, mode)
             for e in entries:
-                if not e.covers(day):
-                    continue
-                if e.mode != mode:
-                    raise PublishError(_mixed_modes(day, e, dataset_id, mode))
-                if e.dataset == dataset_id and day not in held:
+                if e.covers(day) and e.dataset == dataset_id and day not in held:
                     raise PublishError(_gone(day, e, self.releases))
 
     def placing(self, dataset_id: str, version: str, days: Iterable[str], mode: str, tmp: str) -> None:
-        """Log a release about to be renamed into place from its temporary folder ``tmp``."""
+        """Log a release about to be renamed into place from its temporary folder ``tmp`` (checking the
+        mode of its days again, against releases of other datasets made meanwhile)."""
         entry = LoggedRelease(dataset_id, version, tuple(days), mode, "placing", _now(), tmp)
         with locked(self.path):
-            self._write([*self._read(), entry])
+            entries = self._read()
+            for day in entry.days:
+                _check_mode(entries, date.fromisoformat(day), dataset_id, mode)
+            self._write([*entries, entry])
 
     def published(self, dataset_id: str, version: str) -> None:
         """Mark a release final (its folder is in place)."""
@@ -176,6 +177,12 @@ def _settled(entry: LoggedRelease, releases: Path) -> LoggedRelease | None:
     if not (folder / entry.version).exists() and entry.tmp and (folder / entry.tmp).is_dir():
         return None  # still in its temporary folder: never renamed, never seen
     return replace(entry, state="published", tmp="")
+
+
+def _check_mode(entries: list[LoggedRelease], day: date, dataset_id: str, mode: str) -> None:
+    for e in entries:
+        if e.covers(day) and e.mode != mode:
+            raise PublishError(_mixed_modes(day, e, dataset_id, mode))
 
 
 def _gone(day: date, entry: LoggedRelease, releases: Path) -> str:

@@ -247,3 +247,12 @@ def test_a_dp_attempt_that_publishes_nothing_is_charged(
     retry = publish_release(lake, "network-quality-mesh", DAY, DAY, private)  # a new draw, paid again
     assert retry.version == R2
     assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.6)
+
+
+def test_the_mode_is_checked_again_when_a_release_is_placed(tmp_path: Path) -> None:
+    """Two datasets published at once (each holds only its own lock): the second to be placed loses."""
+    log = ReleaseLog(tmp_path)
+    log.placing("fleet-activity", R1, ["2025-03-14"], "dp", ".tmp-a")
+    with pytest.raises(PublishError, match="2025-03-14 was published with differential privacy"):
+        log.placing("trips-od", R1, ["2025-03-14"], "exact", ".tmp-b")
+    assert [e.dataset for e in log.entries()] == ["fleet-activity"]
