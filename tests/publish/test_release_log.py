@@ -18,8 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import publish.dp
+from corridorhub.cli import cli
+from publish.datasets import default_ids
 from publish.errors import NothingPublishable, PublishError, ReleaseExists
 from publish.ledger import PrivacyLedger, ledger_path
 from publish.release import publish_release
@@ -256,3 +259,23 @@ def test_the_mode_is_checked_again_when_a_release_is_placed(tmp_path: Path) -> N
     with pytest.raises(PublishError, match="2025-03-14 was published with differential privacy"):
         log.placing("trips-od", R1, ["2025-03-14"], "exact", ".tmp-b")
     assert [e.dataset for e in log.entries()] == ["fleet-activity"]
+
+
+def test_the_audits_deleted_folders_through_the_cli_name_each_day_and_dataset(
+    lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rm -rf releases/*/2025-03-14*``, a late device, ``publish --all`` again: one error per dataset."""
+    monkeypatch.chdir(tmp_path)
+    args = ["publish", "--all", "--from", "2025-03-14", "--lake", "lake", "--releases", "releases"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    for folder in (tmp_path / "releases").glob("*/2025-03-14*"):
+        shutil.rmtree(folder)
+    write_fleet(lake, LATE_VEHICLE, received_at=datetime.now(UTC))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 5
+    for line, dataset in zip(errors, default_ids(), strict=True):
+        assert line.startswith(f"Error: {dataset}: 2025-03-14 was published by {dataset} {R1}, whose ")
+        assert "Restore the folder from a backup" in line
+    assert not list((tmp_path / "releases").glob("*/2025-03-14*"))
