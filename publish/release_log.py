@@ -201,8 +201,8 @@ def _mixed_modes(day: date, entry: LoggedRelease, dataset_id: str, mode: str) ->
         advice = "publish it without dp_epsilon (as that release was), or a range without that day"
     return (
         f"{day} was published {_MODE_TEXT[entry.mode]} by {entry.dataset} {entry.version}: a day takes "
-        f"one mode for every dataset, so {dataset_id} may not publish it {_MODE_TEXT[mode]} (the guarantee "
-        f"stated for the day would not hold); {advice}"
+        f"one mode for every dataset, so {dataset_id} may not publish it {_MODE_TEXT[mode]}: the "
+        f"differential-privacy guarantee stated for the day would not hold; {advice}"
     )
 
 
