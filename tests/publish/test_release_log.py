@@ -182,7 +182,7 @@ def test_the_exhausted_budget_advice_is_true(lake: Lake, private: Settings) -> N
 
 # -- F5: a charge whose noise may be out is never given back --------------------------------------------
 
-_KILLED_AFTER_RENAME = textwrap.dedent(
+_KILLED = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, {root!r})
@@ -195,7 +195,7 @@ _KILLED_AFTER_RENAME = textwrap.dedent(
     def die(*args, **kwargs):
         os._exit(9)
 
-    publish.release_log.ReleaseLog.published = die  # after the rename, before anything is marked
+    {patch}
     settings = Settings(lake=Path({lake!r}), releases=Path({releases!r}), dp_epsilon={epsilon},
                         dp_budget_epsilon=100.0)
     day = date(2025, 3, 14)
@@ -204,14 +204,34 @@ _KILLED_AFTER_RENAME = textwrap.dedent(
 )
 
 
-def test_a_release_killed_after_the_rename_and_deleted_keeps_its_charge(
-    lake: Lake, private: Settings
-) -> None:
-    script = _KILLED_AFTER_RENAME.format(
-        root=str(ROOT), lake=str(lake.root), releases=str(private.releases), epsilon=EPSILON
+def kill(lake: Lake, settings: Settings, patch: str) -> None:
+    """Publish fleet-activity for DAY in another process that dies where ``patch`` says."""
+    script = _KILLED.format(
+        root=str(ROOT), lake=str(lake.root), releases=str(settings.releases), epsilon=EPSILON, patch=patch
     )
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert killed.returncode == 9, killed.stderr
+
+
+def test_a_release_killed_just_before_the_rename_is_dropped_from_the_log_and_still_charged(
+    lake: Lake, private: Settings
+) -> None:
+    kill(lake, private, "publish.release.os.rename = die")  # logged as placing, still in its .tmp folder
+    log = ReleaseLog(Path(private.releases))
+    assert [(e.version, e.state) for e in log.entries()] == [(R1, "placing")]
+    publish_release(lake, "safety-events", DAY, DAY, private)  # the next publish settles both files
+    assert [(e.dataset, e.state) for e in log.entries()] == [("safety-events", "published")]
+    ledger = PrivacyLedger(ledger_path(Path(private.releases)), 100.0)
+    assert ledger.spent(DAY).by_dataset == pytest.approx({"fleet-activity": 8.0, "safety-events": 8.0})
+    again = publish_release(lake, "fleet-activity", DAY, DAY, private)  # never seen: publishable
+    assert again.version == R2 and folders(private, "fleet-activity") == [R2]
+    assert ledger.spent(DAY).by_dataset["fleet-activity"] == pytest.approx(16.0)  # both draws paid
+
+
+def test_a_release_killed_after_the_rename_and_deleted_keeps_its_charge(
+    lake: Lake, private: Settings
+) -> None:
+    kill(lake, private, "publish.release_log.ReleaseLog.published = die")  # after the rename
     assert folders(private, "fleet-activity") == [R1]  # renamed into place: it may have been served
     shutil.rmtree(Path(private.releases) / "fleet-activity" / R1)  # ... and is deleted
     publish_release(lake, "safety-events", DAY, DAY, private)  # the next publish settles
