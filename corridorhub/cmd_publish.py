@@ -66,7 +66,10 @@ def command(
     together), counts and means get differential-privacy noise, cells are chosen on noisy values only,
     and each release charges its dataset's share on the days it publishes first to one ledger for all
     datasets ({releases}/privacy-ledger.json); a day over dp_budget_epsilon is refused before any work.
-    A failure leaves no partial release and no charge.  See docs/PRIVACY.md.
+    A failure leaves no partial release (under DP, a build that drew noise is charged even when it
+    publishes nothing).  Every release is recorded in {releases}/release-log.json: a version name is
+    never reused, a day whose release folders were deleted is refused until they are restored, and a
+    day takes one mode (exact or DP) for every dataset.  See docs/PRIVACY.md.
     """
     if all_datasets == bool(dataset_ids):
         raise click.UsageError("Give --dataset ID (repeatable) or --all")

@@ -18,11 +18,14 @@ Spending is two-phase so that the ledger and the releases agree::
 
 :meth:`PrivacyLedger.reserve` charges the budget under an exclusive ``flock`` (two processes cannot both
 take the last of it) **before** anything is built: a release folder never exists without its charge.
-:meth:`PrivacyLedger.commit` marks the charge final once the folder is in place; :meth:`PrivacyLedger.cancel`
-gives it back when the release fails.  A process killed in between leaves a reservation; the next
-release settles it (:meth:`PrivacyLedger.settle`): committed when its folder exists, given back when it
-does not and no process is publishing that dataset any more.  So the ledger ends up charged for exactly
-what was published.
+:meth:`PrivacyLedger.drawn` marks the charge as spent when the build starts reading the lake: from then
+on every outcome depends on the data and the noise (a release, "nothing to publish", a gate failure, an
+interruption), so it is charged whatever happens; retrying cannot choose among draws for free.
+:meth:`PrivacyLedger.commit` marks the charge final once the folder is in place; a failure before the
+build gives it back (:meth:`PrivacyLedger.cancel`).  A process killed in between leaves a reservation;
+the next release settles it (:meth:`PrivacyLedger.settle`): given back only when it is certain nothing was
+published (never drawn, no folder, and the release log, ``publish.release_log``, does not name its
+version: a folder that was served and then deleted keeps its charge), committed otherwise.
 
 Ledgers of earlier versions, one per dataset (``{releases}/{dataset}/privacy-ledger.json``), are adopted
 into this one before any new charge (:func:`legacy_entries`): what they spent still counts, on every day
@@ -35,11 +38,8 @@ parameters only, never data or secrets.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
-import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from publish._jsonfile import dataset_busy, locked, write_atomic
 from store.errors import ConfigError, PrivacyBudgetExhausted
 
 LEDGER_NAME = "privacy-ledger.json"
@@ -65,7 +66,7 @@ class LedgerEntry:
     days: tuple[str, ...]  # JST days (ISO) this release published first: each is charged
     epsilon: float  # per device-day, on each of ``days``
     delta: float
-    state: str  # "reserved" or "committed"
+    state: str  # "reserved", "drawn" (its build has read the lake: the charge stands) or "committed"
     token: str
     at: str  # UTC time of the reservation (ISO 8601)
 
@@ -148,8 +149,9 @@ class PrivacyLedger:
         raise PrivacyBudgetExhausted(
             f"{dataset_id}: privacy budget exhausted for {day.day}: this release needs epsilon {epsilon:g} "
             f"per device-day, that day has spent {day.epsilon:g} of {self.budget_epsilon:g} "
-            f"({max(0.0, self.budget_epsilon - day.epsilon):g} left; {by}); raise 'dp_budget_epsilon' "
-            "deliberately or publish without differential privacy"
+            f"({max(0.0, self.budget_epsilon - day.epsilon):g} left; {by}); the day's charges stand "
+            "(their noisy outputs are out): leave the day as it is, or raise 'dp_budget_epsilon' "
+            "deliberately (the guarantee stated for the day weakens to the new total)"
         )
 
     def commit(self, entry: LedgerEntry) -> LedgerEntry:
@@ -163,13 +165,31 @@ class PrivacyLedger:
             self._write([done if e.token == entry.token else e for e in entries])
             return done
 
-    def cancel(self, entry: LedgerEntry) -> None:
-        """Give a reservation back (the release failed and published nothing)."""
+    def drawn(self, entry: LedgerEntry) -> LedgerEntry:
+        """Mark a reservation as spent whatever happens next: its build reads the lake and draws noise
+        now, and any outcome (a release, nothing publishable, a failure) depends on both."""
         with self._locked():
             entries = self._read()
-            if any(e.token == entry.token and e.state == "committed" for e in entries):
-                raise ConfigError(f"Reservation {entry.token} is committed and cannot be given back")
+            out = [replace(e, state="drawn") if e.token == entry.token and e.state == "reserved" else e
+                   for e in entries]  # fmt: skip
+            self._write(out)
+            return next(e for e in out if e.token == entry.token)
+
+    def cancel(self, entry: LedgerEntry) -> None:
+        """Give a reservation back (the release failed before its build read anything)."""
+        with self._locked():
+            entries = self._read()
+            if any(e.token == entry.token and e.state != "reserved" for e in entries):
+                raise ConfigError(f"Reservation {entry.token} is spent and cannot be given back")
             self._write([e for e in entries if e.token != entry.token])
+
+    def _fail(self, entry: LedgerEntry) -> None:
+        """A release failed: give its reservation back if nothing was drawn, else the charge stands."""
+        with self._locked():
+            entries = self._read()
+            drawn = any(e.token == entry.token and e.state == "drawn" for e in entries)
+            out = [replace(e, state="committed") if e.token == entry.token else e for e in entries]
+            self._write(out if drawn else [e for e in entries if e.token != entry.token])
 
     def adopt(self, legacy: Iterable[LedgerEntry]) -> int:
         """Add what earlier per-dataset ledgers spent (:func:`legacy_entries`), once; returns how many."""
@@ -190,14 +210,17 @@ class PrivacyLedger:
         return name
 
     def settle(self, published: Callable[[LedgerEntry], bool | None]) -> list[LedgerEntry]:
-        """Settle reservations left by killed processes: ``published(entry)`` says True (its release folder
-        exists: commit), False (it does not, and nobody is making it: give back) or None (a release is in
-        progress: leave it).  Returns the entries given back."""
+        """Settle charges left by killed processes: ``published(entry)`` says True (its release may be out:
+        commit), False (certainly nothing was published and nobody is making it: give back) or None (a
+        release is in progress: leave it).  A ``drawn`` entry is committed unless in progress.  Returns the
+        entries given back."""
         with self._locked():
             entries = self._read()
             kept, dropped = [], []
             for e in entries:
-                verdict = published(e) if e.state == "reserved" else None
+                verdict = published(e) if e.state in ("reserved", "drawn") else None
+                if verdict is False and e.state == "drawn":
+                    verdict = True  # its noise was drawn: the outcome is spent
                 if verdict is True:
                     kept.append(replace(e, state="committed"))
                 elif verdict is False:
@@ -212,12 +235,13 @@ class PrivacyLedger:
     def spending(
         self, dataset_id: str, version: str, days: Iterable[date | str], epsilon: float, delta: float
     ) -> Iterator[LedgerEntry]:
-        """Reserve for the block; commit when it succeeds, give the budget back when it raises."""
+        """Reserve for the block; commit when it succeeds; when it raises, give the budget back unless
+        :meth:`drawn` was called (then the charge stands)."""
         entry = self.reserve(dataset_id, version, days, epsilon, delta)
         try:
             yield entry
         except BaseException:
-            self.cancel(entry)
+            self._fail(entry)
             raise
         self.commit(entry)
 
@@ -243,15 +267,8 @@ class PrivacyLedger:
 
     # -- the file -------------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path)
 
     def _read(self) -> list[LedgerEntry]:
         try:
@@ -269,43 +286,24 @@ class PrivacyLedger:
 
     def _write(self, entries: list[LedgerEntry]) -> None:
         body = {"format": FORMAT, "unit": "device-day", "entries": [asdict(e) for e in entries]}
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(body, out, indent=2, sort_keys=True)
-                out.write("\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        write_atomic(self.path, body)
 
 
-def release_placed(releases: Path, publishing: str, provenance: str) -> Callable[[LedgerEntry], bool | None]:
-    """For :meth:`PrivacyLedger.settle`: whether a reservation's release exists (True: its folder holds
-    ``provenance``), was abandoned (False) or may still be made (None: another process holds its
-    dataset's lock, ``{releases}/{dataset}/.lock``).  The caller holds ``publishing``'s lock."""
+def release_placed(
+    releases: Path, publishing: str, provenance: str, logged: Callable[[str, str], bool]
+) -> Callable[[LedgerEntry], bool | None]:
+    """For :meth:`PrivacyLedger.settle`: whether a charge's release may be out (True: its folder holds
+    ``provenance``, or the release log ``logged(dataset, version)`` names it, even if the folder was
+    deleted since), certainly was not (False) or may still be made (None: another process holds its
+    dataset's lock, ``{releases}/{dataset}/.lock``).  The caller holds ``publishing``'s lock and has
+    settled the release log first."""
 
     def placed(entry: LedgerEntry) -> bool | None:
         if (releases / entry.dataset / entry.version / provenance).is_file():
             return True
-        lock = releases / entry.dataset / ".lock"
-        if entry.dataset == publishing or not lock.exists():
-            return False
-        with open(lock, "a+b") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return None
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
+        if entry.dataset != publishing and dataset_busy(releases, entry.dataset):
+            return None
+        return logged(entry.dataset, entry.version)
 
     return placed
 

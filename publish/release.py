@@ -9,8 +9,11 @@ earlier release of its dataset.
 
 Version names: ``{date_from}_{date_to}-r{n}`` (JST dates), ``n`` = 1, 2, ... per range, e.g.
 ``2025-03-14_2025-03-14-r1``.  They sort by range, say what they cover and never collide; a version is
-never overwritten (``ReleaseExists``).  ``latest`` is a small JSON file (not a symlink: it downloads and
-copies as what it is) naming the version published last.
+never overwritten (``ReleaseExists``) and a name is never used twice, even after its folder is gone: the
+release log ``{releases}/release-log.json`` (``publish.release_log``) records every release, is written
+just before the rename (and marked after it), and refuses a day whose folders are gone or whose mode
+(exact or DP) differs from another dataset's release of it.  ``latest`` is a small JSON file (not a
+symlink: it downloads and copies as what it is) naming the version published last.
 
 Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
 data files: queries round and sort deterministically and the data files hold no build time.
@@ -19,8 +22,10 @@ data files: queries round and sort deterministically and the data files hold no 
 release charges its dataset's share of ``dp_epsilon`` (per device-day) on each day it publishes first to
 the one ledger of the release folder (``publish.ledger``), with ``ledger.spending(...)`` around build,
 gate, writing and the rename: the budget is reserved before any work (an exhausted budget fails at once,
-leaving nothing), committed once the folder is in place, and given back when anything fails; reservations
-left by a killed publish are settled first (committed if their folder exists, else given back).
+leaving nothing), marked drawn when the build starts (from then on any outcome, nothing publishable or a
+failure included, depends on the noise and is charged) and committed once the folder is in place; only a
+failure before the build gives it back.  Charges left by a killed publish are settled first: given back
+only when certainly nothing was published (never drawn, no folder, not in the release log).
 OpenDP's noise cannot be seeded, so a DP release cannot be rebuilt: a rebuild
 (``at_versions``) is refused, and the stored folder, checked by its manifest, is the release's only form.
 """
@@ -55,11 +60,12 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import PrivacyLedger, ledger_path, legacy_entries, release_placed
+from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries, release_placed
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
 from publish.previous import PROVENANCE, read_earlier, release_folders
+from publish.release_log import DP, EXACT, ReleaseLog, days_of, open_log
 from store.lake import Lake
 from store.settings import Settings
 
@@ -226,14 +232,17 @@ def publish_release(
             "draw is a new release that spends privacy budget"
         )
     with _dataset_lock(dataset_dir):
-        for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed
+        log = open_log(Path(settings.releases), dataset_id, PROVENANCE)
+        for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed (the log is settled)
             shutil.rmtree(stale, ignore_errors=True)
-        name = version or next_version(dataset_dir, date_from, date_to)
+        name = version or log.unused_version(dataset_id, next_version(dataset_dir, date_from, date_to))
         final = dataset_dir / name
         if final.exists():
             raise ReleaseExists(f"Release {dataset_id}/{name} exists already: releases are never overwritten")
         received_until = datetime.now(UTC)
         repeated = _days_published_before(dataset_dir, dataset_id, date_from, date_to, settings)
+        mode = DP if private else EXACT
+        log.check(dataset_id, name, days_between(date_from, date_to), mode, repeated)
         new_days = [d for d in days_between(date_from, date_to) if d not in repeated]
         if new_days:
             check_closed(new_days, lake, settings, received_until)
@@ -245,14 +254,19 @@ def publish_release(
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
             ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
-            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE))
-            if version is None:  # a deleted release's name is not reused: its charge stays
-                name = ledger.unused_version(dataset_id, name)
+            ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE, log.has))
+            while version is None:  # a charged or logged version's name is never reused
+                bumped = log.unused_version(dataset_id, ledger.unused_version(dataset_id, name))
+                if bumped == name:
+                    break
+                name = bumped
             final = dataset_dir / name
             spending = ledger.spending(
                 dataset_id, name, new_days, plan.epsilon(settings), plan.delta(settings)
             )
-        with spending:  # reserved before any work; given back when anything below fails
+        with spending as charge:  # reserved before any work
+            if ledger is not None and isinstance(charge, LedgerEntry):
+                ledger.drawn(charge)  # the build reads the lake and draws noise: whatever follows is spent
             built, files, built_at = _build_and_place(
                 lake,
                 dataset_id,
@@ -267,6 +281,8 @@ def publish_release(
                 at_versions=at_versions,
                 received_until=received_until,
                 new_days=new_days,
+                log=log,
+                mode=mode,
             )
         late = late_samples(lake, repeated)
         if late:
@@ -365,6 +381,8 @@ def _build_and_place(
     at_versions: Mapping[str, int] | None,
     received_until: datetime,
     new_days: list[date],
+    log: ReleaseLog,
+    mode: str,
 ) -> tuple[BuiltDataset, list[Path], datetime]:
     """Build, gate, write into a temporary folder and rename it to ``final``; nothing stays on failure."""
     dataset_dir, name = final.parent, final.name
@@ -386,6 +404,12 @@ def _build_and_place(
             f"Nothing to publish for {dataset_id} from {date_from} to {date_to}: all {p.cells_before} "
             f"cells were suppressed ({p.cells_suppressed_k} under k={p.k}{_dp_threshold(p)}, "
             f"{p.cells_suppressed_dominance} dominated, {earlier} held by earlier releases)"
+            + (
+                "; its privacy budget is spent all the same (the noise was drawn, and publishing nothing "
+                "is an outcome of it)"
+                if ledger is not None
+                else ""
+            )
         )
     report(1, len(STEPS), f"{dataset_id}: {STEPS[1]}")
     failures = gate.check(built, settings)
@@ -417,9 +441,15 @@ def _build_and_place(
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync(path)
         _fsync(tmp)
-        os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
+        log.placing(dataset_id, name, days_of(date_from, date_to), mode, tmp.name)
+        try:
+            os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
+        except BaseException:
+            log.forget(dataset_id, name)  # not renamed: never seen
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    log.published(dataset_id, name)
     files = sorted({final / Path(p).relative_to(tmp) for p in written} | {final / PROVENANCE})
     return built, files, built_at

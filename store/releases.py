@@ -9,8 +9,10 @@
     {releases}/{dataset}/{version}/datapackage.json  titles and descriptions (en, ``*_ja``), licenses
     {releases}/{dataset}/{version}/...             the files the manifest lists
 
-Hidden entries (``.lock``, ``.tmp-*`` folders of a publish in progress) and files beside the version
-folders (``latest``, ``privacy-ledger.json``) are never datasets, versions or servable files.  A version
+Hidden entries (``.lock``, ``.tmp-*`` folders of a publish in progress) and files beside the dataset and
+version folders (``latest``; at the top, the privacy ledger ``privacy-ledger.json`` and the release log
+``release-log.json`` with their ``.lock`` files: they are files, never folders) are never datasets,
+versions or servable files.  A version
 folder counts once it holds both ``manifest.json`` and ``provenance.json`` (publish renames a finished
 folder into place, so a half-written release is never seen).
 

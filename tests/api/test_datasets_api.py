@@ -281,6 +281,18 @@ def test_hidden_incomplete_and_ledger_entries_are_ignored(settings: Settings, cl
     )
 
 
+def test_the_ledger_and_the_release_log_are_never_served(settings: Settings, client: TestClient) -> None:
+    """They sit at the top of the releases folder (publish wrote both here) and are no dataset."""
+    root = Path(settings.releases)
+    assert (root / "release-log.json").is_file()  # written by the exact releases of the fixture
+    (root / "privacy-ledger.json").write_text('{"format": 2, "unit": "device-day", "entries": []}\n')
+    for name in ("release-log.json", "release-log.json.lock", "privacy-ledger.json"):
+        assert_error_shape(client.get(f"/v1/datasets/{name}"), 404, "dataset_not_found")
+        assert_error_shape(client.get(f"/v1/datasets/{name}/releases/latest/manifest.json"), 404)
+    listed = json.dumps(client.get("/v1/datasets").json())
+    assert "release-log" not in listed and "privacy-ledger" not in listed
+
+
 def test_a_symlink_out_of_the_release_is_not_served(tmp_path: Path) -> None:
     secret = tmp_path / "secret.csv"
     secret.write_bytes(b"a,b\r\n1,2\r\n")

@@ -52,6 +52,8 @@ def test_publish_all_with_a_bom_then_a_longer_range(paths: tuple[str, str]) -> N
     assert published == [
         "fleet-activity",
         "network-quality-mesh",
+        "release-log.json",  # what was published, beside the datasets (docs/OPEN_DATA.md)
+        "release-log.json.lock",
         "safety-events",
         "traffic-speed-mesh",
         "trips-od",

@@ -59,6 +59,20 @@ def test_a_failed_release_spends_nothing(tmp_path: Path) -> None:
         ledger.reserve("fleet-activity", "v2", [], 0.1, 0.0)
 
 
+def test_a_failure_after_the_draw_is_charged_and_a_drawn_charge_is_never_given_back(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=1.0)
+    with pytest.raises(RuntimeError), ledger.spending("fleet-activity", "v1", [D1], 0.4, 0.0) as entry:
+        ledger.drawn(entry)
+        raise RuntimeError("nothing to publish")
+    assert [(e.version, e.state) for e in ledger.entries()] == [("v1", "committed")]
+    left = ledger.reserve("safety-events", "v1", [D1], 0.2, 0.0)
+    with pytest.raises(ConfigError, match="is spent and cannot be given back"):
+        ledger.cancel(ledger.drawn(left))
+    assert ledger.settle(lambda e: False) == []  # a killed process after its draw: committed anyway
+    assert {e.state for e in ledger.entries()} == {"committed"}
+    assert ledger.spent(D1).epsilon == pytest.approx(0.6)
+
+
 def test_settle_commits_placed_and_gives_back_abandoned_reservations(tmp_path: Path) -> None:
     ledger = PrivacyLedger(tmp_path / "ledger.json", budget_epsilon=1.0)
     placed = ledger.reserve("network-quality-mesh", "v1", [D1], 0.3, 0.0)

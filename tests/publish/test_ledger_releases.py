@@ -96,7 +96,7 @@ def test_an_interrupted_multi_dataset_publish_charges_what_it_published(
     lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C while the third dataset is being written: the first two are published and charged, the
-    third and fourth are neither."""
+    third is charged (its noise was drawn) but not published, the fourth is neither."""
     real = publish.release.write_manifest
 
     def interrupted(folder: Path, dataset_id: str, version: str) -> object:
@@ -117,11 +117,12 @@ def test_an_interrupted_multi_dataset_publish_charges_what_it_published(
     assert charged == {
         "network-quality-mesh": ("2025-03-14_2025-03-14-r1", "committed"),
         "traffic-speed-mesh": ("2025-03-14_2025-03-14-r1", "committed"),
+        "safety-events": ("2025-03-14_2025-03-14-r1", "committed"),
     }
     for dataset_id in DATASETS[:2]:
         assert versions(settings, dataset_id) == ["2025-03-14_2025-03-14-r1"]
     assert versions(settings, "safety-events") == [] and versions(settings, "fleet-activity") == []
-    assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.6)
+    assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.8)
 
 
 _KILLED = textwrap.dedent(
@@ -138,7 +139,9 @@ _KILLED = textwrap.dedent(
     def die(*args, **kwargs):
         os._exit(9)
 
-    if {moment!r} == "before the folder":
+    if {moment!r} == "before the build":
+        PrivacyLedger.drawn = die
+    elif {moment!r} == "before the folder":
         publish.release.write_release = die
     else:
         PrivacyLedger.commit = die
@@ -150,10 +153,18 @@ _KILLED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("moment", "published"), [("before the folder", False), ("after the folder", True)])
-def test_a_killed_release_leaves_the_ledger_charged_for_exactly_what_was_published(
-    lake: Lake, tmp_path: Path, moment: str, published: bool
+@pytest.mark.parametrize(
+    ("moment", "published", "charged"),
+    [
+        ("before the build", False, False),
+        ("before the folder", False, True),
+        ("after the folder", True, True),
+    ],
+)
+def test_a_killed_release_leaves_the_ledger_charged_for_what_it_drew(
+    lake: Lake, tmp_path: Path, moment: str, published: bool, charged: bool
 ) -> None:
+    """Given back only when the build never read the lake; once noise is drawn the charge stands."""
     settings = settings_for(tmp_path)
     script = _KILLED.format(
         root=str(ROOT), moment=moment, lake=str(lake.root), releases=str(settings.releases), epsilon=EPSILON
@@ -161,12 +172,13 @@ def test_a_killed_release_leaves_the_ledger_charged_for_exactly_what_was_publish
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert killed.returncode == 9, killed.stderr
     ledger = PrivacyLedger(ledger_path(Path(settings.releases)), 100.0)
-    assert [(e.dataset, e.state) for e in ledger.entries()] == [("fleet-activity", "reserved")]
+    left = "drawn" if charged else "reserved"
+    assert [(e.dataset, e.state) for e in ledger.entries()] == [("fleet-activity", left)]
     assert (versions(settings, "fleet-activity") == ["2025-03-14_2025-03-14-r1"]) is published
     # The next release (of another dataset) settles the reservation the dead process left.
     publish_release(lake, "safety-events", DAY, DAY, settings)
     states = {e.dataset: e.state for e in ledger.entries()}
-    if published:
+    if charged:
         assert states == {"fleet-activity": "committed", "safety-events": "committed"}
         assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.4)
     else:
@@ -174,3 +186,7 @@ def test_a_killed_release_leaves_the_ledger_charged_for_exactly_what_was_publish
         assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.2)
         publish_release(lake, "fleet-activity", DAY, DAY, settings)  # its day is publishable again
         assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.4)
+    if charged and not published:  # its day was never published: a new draw, charged again, new name
+        again = publish_release(lake, "fleet-activity", DAY, DAY, settings)
+        assert again.version == "2025-03-14_2025-03-14-r2"
+        assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.6)
