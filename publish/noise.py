@@ -357,14 +357,39 @@ _NOISY_EN = (
 _NOISY_JA = (
     "［この版は差分プライバシー: ノイズを加えた値（平均は端末ごとの平均の平均）。privacy.json 参照。］"
 )
-_DEVICES_EN = " [The published count is noisy: the true number of devices may be below k.]"
-_DEVICES_JA = "［公開値はノイズを含み、実際の端末数は k 未満の場合があります。］"
+_DEVICES_EN = " [The published count is noisy: the true number of devices may be below k, or 0.]"
+_DEVICES_JA = "［公開値はノイズを含み、実際の端末数は k 未満（0 を含む）の場合があります。］"
 _EMPTY_EN = " [Differential privacy in this release: always empty (not released under this mechanism).]"
 _EMPTY_JA = "［この版は差分プライバシー: 常に空欄（この方式では公開しません）。］"
+#: Sentences of the exact releases' descriptions that do not hold under differential privacy (a cell is
+#: published on its noisy values: it may hold fewer than k devices, or none), removed by :func:`dp_spec`.
+_EXACT_ONLY_EN = re.compile(
+    r"\s*(Cells|Zone pairs) with fewer than k devices[^.]*\.|\s*\(always at least k[^)]*\)"
+)
+_EXACT_ONLY_JA = re.compile(r"端末数が k 未満の[^。]*。|（公開する[^）]*常に k 以上）")
 
 
-def dp_spec(spec: DatasetSpec, plan: DpPlan) -> DatasetSpec:
-    """``spec`` with each noisy or empty column saying so in its ja/en description."""
+def dp_description(threshold: int, dominance: float) -> tuple[str, str]:
+    """What a differentially private release publishes, in Japanese and English: only what holds."""
+    ja = (
+        "この版は差分プライバシー（端末・日単位）: 値はすべてノイズを含み、ノイズを加えた端末数が "
+        f"{threshold} 以上で、ノイズを加えた事業者別端末数で一事業者が {dominance:.0%} を超えない"
+        "セルを公開します"
+        "（公開セルの実際の端末数は k 未満や 0 のこともあります）。"
+    )
+    en = (
+        "This release is differentially private (per device-day): every value is noisy, and a cell is "
+        f"published where its noisy device count is at least {threshold} and no operator holds more than "
+        f"{dominance:.0%} of its noisy per-operator device counts (the true device count of a published cell "
+        "may be below k, or 0)."
+    )
+    return ja, en
+
+
+def dp_spec(spec: DatasetSpec, plan: DpPlan, threshold: int, dominance: float) -> DatasetSpec:
+    """``spec`` as a differentially private release describes it: the exact releases' suppression
+    sentences replaced by what holds under DP (with the ``threshold`` applied), each noisy or empty column
+    saying so in its ja/en description."""
     columns = []
     for column in spec.columns:
         if column.name == plan.devices_column:
@@ -378,7 +403,15 @@ def dp_spec(spec: DatasetSpec, plan: DpPlan) -> DatasetSpec:
             continue
         columns.append(
             dataclasses.replace(
-                column, description_en=column.description_en + en, description_ja=column.description_ja + ja
+                column,
+                description_en=_EXACT_ONLY_EN.sub("", column.description_en) + en,
+                description_ja=_EXACT_ONLY_JA.sub("", column.description_ja) + ja,
             )
         )
-    return dataclasses.replace(spec, columns=tuple(columns))
+    ja, en = dp_description(threshold, dominance)
+    return dataclasses.replace(
+        spec,
+        description_en=f"{_EXACT_ONLY_EN.sub('', spec.description_en).strip()} {en}",
+        description_ja=_EXACT_ONLY_JA.sub("", spec.description_ja).strip() + ja,
+        columns=tuple(columns),
+    )

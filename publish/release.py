@@ -12,7 +12,8 @@ Version names: ``{date_from}_{date_to}-r{n}`` (JST dates), ``n`` = 1, 2, ... per
 never overwritten (``ReleaseExists``).  ``latest`` is a small JSON file (not a symlink: it downloads and
 copies as what it is) naming the version published last.
 
-Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
+Rebuilding from the Delta versions the hub keeps for the release (``publish.source.record_source_versions``,
+not published) as ``at_versions`` gives the same bytes for the
 data files: queries round and sort deterministically and the data files hold no build time.
 
 **Differential privacy** (``dp_epsilon`` set, for the datasets with a plan in ``publish.noise``): the
@@ -60,6 +61,7 @@ from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
 from publish.previous import PROVENANCE, read_earlier, release_folders
+from publish.source import record_source_versions
 from store.lake import Lake
 from store.settings import Settings
 
@@ -182,7 +184,6 @@ def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[st
         "date_from": built.date_from.isoformat(),
         "date_to": built.date_to.isoformat(),
         "timezone": "Asia/Tokyo",
-        "source_versions": dict(sorted(built.source_versions.items())),
         "received_until": built.parameters.get("received_until"),
         "parameters": built.parameters,
         "privacy": built.privacy.as_dict(),
@@ -190,8 +191,9 @@ def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[st
         "code_version": code_version(),
         "built_at": built_at.isoformat(timespec="seconds"),
         "rebuild": (
-            "build_dataset(..., at_versions=source_versions, received_until=received_until) reads the same "
-            "samples; a later release repeats this one's rows for the days it published first"
+            "build_dataset(..., at_versions=<the Delta versions the hub keeps in "
+            "<lake>/_hub/publish/source-versions/>, received_until=received_until) reads the same samples; "
+            "a later release repeats this one's rows for the days it published first"
         ),
     }
 
@@ -268,6 +270,7 @@ def publish_release(
                 received_until=received_until,
                 new_days=new_days,
             )
+        record_source_versions(lake, dataset_id, name, built.source_versions)  # private: docs/PRIVACY.md
         late = late_samples(lake, repeated)
         if late:
             record_late(lake, dataset_id, late, received_until)
