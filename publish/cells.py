@@ -75,7 +75,14 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         )
     cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
     contributions = _with_key_types(candidates.contributions, cells, keys)
-    index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
+    index = CellIndex(
+        contributions,
+        keys,
+        entry.rollup,
+        settings.publish_k,
+        settings.publish_dominance,
+        entry.device_dominance,
+    )
     assert entry.time_column is not None
     repeated = _repeated_days(request, keys, entry.time_column)
     # The days published before take their first release's rows; nothing of this build on them (cells,
@@ -140,6 +147,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
                 "residual of every published total or coarser cell passes k and dominance, and the devices "
                 "found only in it are none or at least k"
             ),
+            **_device_dominance(entry),
             "earlier_releases_rule": (
                 "a day is published once, closed (publish_lateness_h after it ends), from what the hub had "
                 "received by then; a later release repeats that release's rows for the day, byte for byte"
@@ -248,6 +256,19 @@ def _population(populations: pa.Table, name: str, cells: pa.Table, keys: tuple[s
     table = populations.select([*keys, "device", "operator"]).append_column("weight", counts)
     table = table.filter(pc.greater(table.column("weight"), 0))
     return _with_key_types(table, cells, keys)
+
+
+def _device_dominance(entry: DatasetEntry) -> dict[str, object]:
+    """The per-device dominance rule of the privacy report, for a dataset that has one (trips-od)."""
+    if entry.device_dominance is None:
+        return {}
+    return {
+        "device_dominance_share": entry.device_dominance,
+        "device_dominance_rule": (
+            "a row (and the residual of a total) is suppressed, counted as dominance, when one device "
+            "holds more than device_dominance_share of its weight"
+        ),
+    }
 
 
 def _without_days(cells: pa.Table, time_column: str, days: Mapping[date, object]) -> pa.Table:
