@@ -22,9 +22,10 @@ from publish._registry import BuildRequest, DatasetEntry, dataset_entry, left_ou
 from publish._specs import COARSE_MESH_LEVEL
 from publish.anonymize import CellIndex, Suppression, published_mask, suppress
 from publish.closure import days_between, privacy_zones_sha256
+from publish.dp_metadata import dp_parameters, dp_spec
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
-from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells, noisy_suppression
+from publish.noise import dp_plan, noisy_cells, noisy_suppression
 from publish.previous import FirstPublication, Key, jst_day, read_earlier, rows_by_key
 from publish.rules import check_derivations
 from publish.source import open_source

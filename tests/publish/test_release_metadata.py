@@ -102,12 +102,12 @@ def _republish_with_and_without_late_data(
 ) -> tuple[Path, Path, Path]:
     """Publish DAY (r1); then republish it twice from copies of the release folder: once as the lake was,
     once after a late vehicle's samples of DAY arrived.  Returns r1 and the two r2 folders."""
-    first = publish_release(lake, dataset_id, DAY, DAY, settings)
+    first = publish_release(lake, dataset_id, DAY, DAY, settings, allow_empty=True)
     other = dataclasses.replace(settings, releases=tmp_path / "releases-after-late-data")
     shutil.copytree(settings.releases, other.releases)
-    without = publish_release(lake, dataset_id, DAY, DAY, settings)
+    without = publish_release(lake, dataset_id, DAY, DAY, settings, allow_empty=True)
     write_fleet(lake, LATE_VEHICLE, received_at=datetime.now(UTC))  # before the frozen release time
-    with_late = publish_release(lake, dataset_id, DAY, DAY, other)
+    with_late = publish_release(lake, dataset_id, DAY, DAY, other, allow_empty=True)
     assert without.version == with_late.version == first.version.replace("-r1", "-r2")
     assert with_late.late_samples and with_late.days_repeated == [DAY]
     return first.folder, without.folder, with_late.folder
@@ -129,13 +129,19 @@ def test_late_data_changes_no_byte_of_a_release_repeating_its_day(dataset_id: st
     assert json.loads((first / "privacy.json").read_text())["privacy"]["days_counted"] == [DAY.isoformat()]
 
 
-@pytest.mark.usefixtures("frozen_clock")
-def test_under_dp_late_data_changes_no_byte_of_a_release_repeating_its_day(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataset_id", DP_DATASETS)
+@pytest.mark.usefixtures("fixed_noise", "frozen_clock")
+def test_under_dp_late_data_changes_no_byte_of_a_release_repeating_its_day(
+    dataset_id: str, tmp_path: Path
+) -> None:
     lake = fleet_lake(tmp_path / "lake", Fleet(devices=12))
     settings = Settings(
-        lake=lake.root, releases=tmp_path / "releases", dp_epsilon=8.0, dp_budget_epsilon=100.0
+        lake=Path(lake.root), releases=tmp_path / "releases", dp_epsilon=50.0, dp_budget_epsilon=100.0
     )
-    _, without, with_late = _republish_with_and_without_late_data(lake, "fleet-activity", settings, tmp_path)
+    first, without, with_late = _republish_with_and_without_late_data(lake, dataset_id, settings, tmp_path)
+    assert (first / f"{dataset_id}.parquet").read_bytes() == (
+        with_late / f"{dataset_id}.parquet"
+    ).read_bytes()
     assert_same_files(without, with_late)
 
 
