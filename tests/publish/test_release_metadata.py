@@ -79,7 +79,7 @@ def test_one_device_more_changes_no_byte_of_a_dp_release_metadata_included(
     any count of the true data in privacy.json (device-cells in, dropped by bounding, non-empty cells) or
     in the metadata that copies it would tell the two apart with certainty."""
     lakes = _lakes(tmp_path / "lakes")
-    folders = {}
+    folders, api = {}, {}
     for name in ("balanced", "plus one"):
         settings = Settings(
             lake=Path(lakes[name].root),
@@ -88,7 +88,10 @@ def test_one_device_more_changes_no_byte_of_a_dp_release_metadata_included(
             dp_budget_epsilon=100.0,
         )
         folders[name] = publish_release(lakes[name], dataset_id, DAY, DAY, settings).folder
+        with TestClient(create_app(settings)) as client:
+            api[name] = client.get(f"/v1/datasets/{dataset_id}").json()
     assert_same_files(folders["balanced"], folders["plus one"])
+    assert api["balanced"] == api["plus one"]
     privacy = json.loads((folders["balanced"] / "privacy.json").read_text())["privacy"]
     dp = privacy["differential_privacy"]
     assert not {"device_cells_in", "device_cells_dropped_by_bounding", "cells_before"} & set(dp)
