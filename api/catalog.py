@@ -48,8 +48,9 @@ WORDS: dict[str, dict[str, str]] = {
         "rows": "行数",
         "privacy": "プライバシー保護",
         "privacy_text": "各セルは {k} 台以上の端末から集計。秘匿セル {suppressed} / {cells} 件。",
-        "privacy_text_dp": "端末・日単位の差分プライバシー (ε = {epsilon:g})。ノイズを加えた端末数が "
-        "{k} 以上のセルのみ公開。非公開セル {suppressed} / {cells} 件。",
+        "privacy_text_dp": "端末・日単位の差分プライバシー (ε = {epsilon:g})。値はすべてノイズを含み、"
+        "ノイズを加えた端末数が {threshold} 以上のセルを公開 (実際の端末数は k 未満のこともあります)。"
+        "非公開セル {suppressed} / {cells} 件。",
         "downloads": "ダウンロード",
         "file": "ファイル",
         "size": "サイズ",
@@ -77,8 +78,9 @@ WORDS: dict[str, dict[str, str]] = {
         "privacy": "Privacy",
         "privacy_text": "Every cell aggregates at least {k} devices. "
         "{suppressed} of {cells} cells suppressed.",
-        "privacy_text_dp": "Differential privacy per device-day (ε = {epsilon:g}); cells published only "
-        "where the noisy device count is at least {k}. {suppressed} of {cells} cells not published.",
+        "privacy_text_dp": "Differential privacy per device-day (ε = {epsilon:g}): every value is noisy; "
+        "a cell is published where its noisy device count is at least {threshold} (its true device count "
+        "may be below k). {suppressed} of {cells} cells not published.",
         "downloads": "Downloads",
         "file": "File",
         "size": "Size",
@@ -177,9 +179,13 @@ def _privacy_text(release: Release, lang: str) -> str | None:
         return None
     assert isinstance(cells, int) and isinstance(published, int)
     epsilon = p.get("epsilon")
-    if isinstance(epsilon, int | float):  # a noisy count over k is not k devices: say what DP gives
+    dp = p.get("differential_privacy")
+    threshold = dp.get("publication_threshold") if isinstance(dp, dict) else None
+    if isinstance(epsilon, int | float):  # say what DP gives, no more (privacy.json holds the rest)
+        if not isinstance(threshold, int):
+            return None
         return WORDS[lang]["privacy_text_dp"].format(
-            k=k, suppressed=cells - published, cells=cells, epsilon=epsilon
+            threshold=threshold, suppressed=cells - published, cells=cells, epsilon=epsilon
         )
     return WORDS[lang]["privacy_text"].format(k=k, suppressed=cells - published, cells=cells)
 

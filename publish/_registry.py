@@ -95,6 +95,8 @@ class DatasetEntry:
     derivations: Mapping[str, Derivation] = field(default_factory=dict)
     preflight: Callable[[Settings], None] | None = None  # raise a clear error before any work
     without_dp: str | None = None  # set: left out of releases under differential privacy, for this reason
+    # set: no single device may hold more than this share of a row's weight (trips-od: one looping shuttle)
+    device_dominance: float | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {}

@@ -10,7 +10,8 @@ Rules, in order (docs/PRIVACY.md explains each and why):
 
 1. **k**: a row whose leaves hold fewer than ``k`` distinct devices is suppressed.
 2. **Dominance**: a row where one operator holds more than ``dominance`` of the weight is suppressed
-   (when the weight is all zero, the operator's share of the devices counts instead).
+   (when the weight is all zero, the operator's share of the devices counts instead); with
+   ``device_dominance`` (``trips-od``), so is a row where one device holds more than that share.
 3. **Days published before**: a row of a day that an earlier release of the dataset published is not
    published from this build: the release repeats that earlier release's rows for the day instead
    (``publish.closure``; ``publish.cells`` puts them in).
@@ -65,11 +66,13 @@ class CellIndex:
         rollup: Rollup | None,
         k: int,
         dominance: float,
+        device_dominance: float | None = None,
     ) -> None:
         self.key_columns = tuple(key_columns)
         self.rollup = rollup
         self.k = k
         self.dominance = dominance
+        self.device_dominance = device_dominance
         self.leaves: dict[Key, LeafContributions] = defaultdict(dict)
         keys = [contributions.column(c).to_pylist() for c in key_columns]
         devices = contributions.column("device").to_pylist()
@@ -99,21 +102,25 @@ class CellIndex:
     def failure(self, leaves: set[Key]) -> str | None:
         """``"k"``, ``"dominance"`` or None (passes) for the union of ``leaves``."""
         per_operator: dict[str, float] = defaultdict(float)
+        per_device: dict[str, float] = defaultdict(float)
         operator_devices: dict[str, set[str]] = defaultdict(set)
-        devices: set[str] = set()
         for leaf in leaves:
             for device, (operator, weight) in self.leaves.get(leaf, {}).items():
-                devices.add(device)
+                per_device[device] += weight
                 per_operator[operator] += weight
                 operator_devices[operator].add(device)
-        if len(devices) < self.k:
+        if len(per_device) < self.k:
             return "k"
         total = sum(per_operator.values())
         if total > 0:
             share = max(per_operator.values()) / total
         else:
-            share = max(len(d) for d in operator_devices.values()) / len(devices)
-        return "dominance" if share > self.dominance else None
+            share = max(len(d) for d in operator_devices.values()) / len(per_device)
+        if share > self.dominance:
+            return "dominance"
+        if self.device_dominance is not None and total > 0:
+            return "dominance" if max(per_device.values()) / total > self.device_dominance else None
+        return None
 
     def dominated(self, leaves: set[Key]) -> bool:
         """Whether one operator holds more than the dominance share of ``leaves`` (False when empty)."""

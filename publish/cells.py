@@ -9,6 +9,7 @@ privacy report, the provenance and what the gate needs (``internal``, never writ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,12 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from publish._registry import BuildRequest, DatasetEntry, dataset_entry, left_out_under_dp
+from publish._specs import COARSE_MESH_LEVEL
 from publish.anonymize import CellIndex, Suppression, published_mask, suppress
-from publish.closure import privacy_zones_sha256
+from publish.closure import days_between, privacy_zones_sha256
+from publish.dp_metadata import dp_parameters, dp_spec
 from publish.errors import NoData
 from publish.model import BuiltDataset, PrivacyReport
-from publish.noise import dp_parameters, dp_plan, dp_spec, noisy_cells, noisy_suppression
-from publish.previous import FirstPublication, Key, read_earlier, rows_by_key
+from publish.noise import dp_plan, noisy_cells, noisy_suppression
+from publish.previous import FirstPublication, Key, jst_day, read_earlier, rows_by_key
 from publish.rules import check_derivations
 from publish.source import open_source
 from store.geo import corridor_zones, mesh_bounds
@@ -73,13 +76,24 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         )
     cells = candidates.cells.select([c.name for c in spec.columns]).cast(spec.schema)
     contributions = _with_key_types(candidates.contributions, cells, keys)
-    index = CellIndex(contributions, keys, entry.rollup, settings.publish_k, settings.publish_dominance)
+    index = CellIndex(
+        contributions,
+        keys,
+        entry.rollup,
+        settings.publish_k,
+        settings.publish_dominance,
+        entry.device_dominance,
+    )
     assert entry.time_column is not None
     repeated = _repeated_days(request, keys, entry.time_column)
+    # The days published before take their first release's rows; nothing of this build on them (cells,
+    # counts) reaches the release, so that late data changes no byte of it (docs/PRIVACY.md).
+    cells = _without_days(cells, entry.time_column, repeated)
     result: Suppression
     if plan is not None and noisy is not None:
+        noisy = dataclasses.replace(noisy, table=_without_days(noisy.table, entry.time_column, repeated))
         cells = noisy.table
-        spec = dp_spec(spec, plan)
+        spec = dp_spec(spec, plan, noisy.threshold, settings.publish_dominance)
         result = noisy_suppression(
             noisy,
             keys,
@@ -87,24 +101,24 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
             dominance=settings.publish_dominance,
             devices_column=plan.devices_column,
             time_column=entry.time_column,
-            repeated_days=frozenset(repeated),
         )
     else:
-        result = suppress(cells, index, time_column=entry.time_column, repeated_days=frozenset(repeated))
+        result = suppress(cells, index, time_column=entry.time_column)
     table = cells.filter(published_mask(cells, keys, result.published))
     withheld: dict[str, int] = {}
     if plan is None:
         table, withheld = withhold_statistics(table, candidates, entry, settings)
+    rows_repeated = 0
     if repeated:  # the days published before: their first release's rows, as they are
         names = table.column_names
         rows = [dict(zip(names, row, strict=True)) for p in repeated.values() for row in p.rows]
+        rows_repeated = len(rows)
         table = pa.concat_tables([table, pa.Table.from_pylist(rows, schema=table.schema)])
     table = table.sort_by([(k, "ascending") for k in keys]).combine_chunks()
-    mesh_levels = (
-        sorted({int(v) for v in cells.column("mesh_level").to_pylist()}, reverse=True)
-        if ("mesh_level" in cells.column_names)
-        else []
-    )
+    # the levels every build of the dataset has (both, under DP too), not those this build's data reached
+    levels = {v for v in (spec.mesh_level, COARSE_MESH_LEVEL) if v is not None}
+    mesh_levels = sorted(levels, reverse=True) if "mesh_level" in spec.schema.names else []
+    counted = [d.isoformat() for d in days_between(request.date_from, request.date_to) if d not in repeated]
     privacy = PrivacyReport(
         k=settings.publish_k,
         dominance_share=settings.publish_dominance,
@@ -124,11 +138,17 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         cells_suppressed_dominance=result.suppressed_dominance,
         cells_suppressed_complementary=result.suppressed_complementary,
         extra={
-            "cells_suppressed_earlier_releases": result.suppressed_previous,
+            "days_counted": counted,
+            "cells_counted": (
+                "cells_before, cells_published and cells_suppressed_* count the cells of days_counted "
+                "only: the days this release publishes first; a repeated day adds nothing of this build"
+            ),
+            "rows_repeated_from_earlier_releases": rows_repeated,
             "complementary_rule": (
                 "residual of every published total or coarser cell passes k and dominance, and the devices "
                 "found only in it are none or at least k"
             ),
+            **_device_dominance(entry),
             "earlier_releases_rule": (
                 "a day is published once, closed (publish_lateness_h after it ends), from what the hub had "
                 "received by then; a later release repeats that release's rows for the day, byte for byte"
@@ -237,6 +257,27 @@ def _population(populations: pa.Table, name: str, cells: pa.Table, keys: tuple[s
     table = populations.select([*keys, "device", "operator"]).append_column("weight", counts)
     table = table.filter(pc.greater(table.column("weight"), 0))
     return _with_key_types(table, cells, keys)
+
+
+def _device_dominance(entry: DatasetEntry) -> dict[str, object]:
+    """The per-device dominance rule of the privacy report, for a dataset that has one (trips-od)."""
+    if entry.device_dominance is None:
+        return {}
+    return {
+        "device_dominance_share": entry.device_dominance,
+        "device_dominance_rule": (
+            "a row (and the residual of a total) is suppressed, counted as dominance, when one device "
+            "holds more than device_dominance_share of its weight"
+        ),
+    }
+
+
+def _without_days(cells: pa.Table, time_column: str, days: Mapping[date, object]) -> pa.Table:
+    """``cells`` less the rows of ``days`` (JST days of ``time_column``)."""
+    if not days or cells.num_rows == 0:
+        return cells
+    keep = [jst_day(v) not in days for v in cells.column(time_column).to_pylist()]
+    return cells.filter(pa.array(keep, pa.bool_()))
 
 
 def _repeated_days(

@@ -6,7 +6,7 @@ units, primary key when the dimension columns are a key); Parquet, GeoJSON, the 
 ``frictionless validate`` checks.  Custom properties (allowed by the spec):
 
 * ``privacy``: the privacy parameters actually applied (``PrivacyReport.as_dict()``);
-* ``provenance``: Delta table versions read and the build parameters;
+* ``provenance``: the build parameters (the Delta table versions read are kept by the hub, not published);
 * ``temporal`` / ``spatial``: JST date range, time resolution, bbox (WGS84) and JIS mesh level;
 * ``title_ja`` / ``description_ja`` at package and field level, ``unit`` at field level.
 """
@@ -141,9 +141,6 @@ def datapackage(
         spatial["jis_mesh_level"] = spec.mesh_level
     descriptor["spatial"] = spatial
     descriptor["privacy"] = privacy_parameters(built)
-    descriptor["provenance"] = {
-        "source_versions": json_value(built.source_versions),
-        "parameters": json_value(built.parameters),
-    }
+    descriptor["provenance"] = {"parameters": json_value(built.parameters)}  # Delta versions: kept private
     descriptor["resources"] = resources
     return descriptor

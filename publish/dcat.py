@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from publish.manifest import FileEntry, json_value, privacy_parameters, privacy_summary
+from publish.manifest import FileEntry, privacy_parameters, privacy_summary
 from publish.model import BuiltDataset
 from publish.publisher import FILE_TYPES, LICENSE, OTA_CITY, SPATIAL_LABEL_EN, SPATIAL_LABEL_JA
 from store.geo.mesh import NOMINAL_SIZE_M
@@ -176,5 +176,4 @@ def dcat_document(
         _distribution(entry, prefix, titles[name], issued) for name, entry in files.items()
     ]
     dataset["chub:privacyParameters"] = {"@type": "@json", "@value": privacy_parameters(built)}
-    dataset["chub:sourceVersions"] = {"@type": "@json", "@value": json_value(built.source_versions)}
     return {"@context": CONTEXT, "@graph": [dataset]}

@@ -60,6 +60,9 @@ dp.enable_features("contrib")
 DEVICES = "devices"
 OPERATOR_DEVICES = "operator_devices"  # noisy device count per public operator (list, in ``operators`` order)
 _THRESHOLD_MAX = 1 << 30
+#: DpReport fields counted on the true rows (device-cells before and after bounding, non-empty cells): one
+#: device more changes them by certainty, so they stay out of every release file (``DpReport.as_dict``).
+TRUE_COUNTS = frozenset({"device_cells_in", "device_cells_dropped_by_bounding", "cells_before"})
 
 
 @dataclass
@@ -74,14 +77,17 @@ class DpReport:
     mechanism: str
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)  # per output column: noise and budget
     threshold: int | None = None  # minimum noisy device count of a released cell (no universe)
+    cells_released: int = 0
+    reproducible: bool = False  # OpenDP noise cannot be seeded: rebuilds reuse the stored output
+    # Counts of the true data, for tests and the hub's own diagnostics: never in a release (TRUE_COUNTS).
     device_cells_in: int = 0
     device_cells_dropped_by_bounding: int = 0
     cells_before: int = 0
-    cells_released: int = 0
-    reproducible: bool = False  # OpenDP noise cannot be seeded: rebuilds reuse the stored output
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report for the release's metadata: the parameters and what the noise decided, without the
+        counts computed from the true data (:data:`TRUE_COUNTS`: they would tell one device more apart)."""
+        return {k: v for k, v in asdict(self).items() if k not in TRUE_COUNTS}
 
 
 def bound_contributions(

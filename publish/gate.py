@@ -12,7 +12,8 @@ the statistics) and the files of earlier releases:
   dataset's mesh level, ``mesh_level`` consistent with the code;
 * privacy zones: no published mesh cell lies inside a privacy zone, no published point in one;
 * k and dominance: every row's leaves hold at least k distinct devices and no operator above the
-  dominance share; the published device counts agree with the contributions and are at least k;
+  dominance share (nor one device above the dataset's ``device_dominance``, where it has one: trips-od);
+  the published device counts agree with the contributions and are at least k;
 * subtraction: for every published row, its residual (its leaves not covered by published rows below it)
   passes k and dominance, and the devices found only in the residual (what the row's device count minus
   the published ones' reveals) are none or at least k; a measure with its own population (a rate's
@@ -202,8 +203,15 @@ def _privacy_zone_problems(built: BuiltDataset, settings: Settings) -> list[str]
 class _Leaves:
     """Contributions per leaf key, and the k/dominance verdict of a union of leaves."""
 
-    def __init__(self, contributions: pa.Table, keys: tuple[str, ...], k: int, dominance: float) -> None:
-        self.k, self.dominance = k, dominance
+    def __init__(
+        self,
+        contributions: pa.Table,
+        keys: tuple[str, ...],
+        k: int,
+        dominance: float,
+        device_dominance: float | None = None,
+    ) -> None:
+        self.k, self.dominance, self.device_dominance = k, dominance, device_dominance
         self.by_leaf: dict[Key, list[tuple[str, str, float]]] = defaultdict(list)
         columns = [contributions.column(c).to_pylist() for c in (*keys, "device", "operator", "weight")]
         for row in zip(*columns, strict=True):
@@ -217,15 +225,21 @@ class _Leaves:
         if len(devices) < self.k:
             return f"{len(devices)} distinct devices < k={self.k}"
         weight: dict[str, float] = defaultdict(float)
+        by_device: dict[str, float] = defaultdict(float)
         members: dict[str, set[str]] = defaultdict(set)
         for leaf in leaves:
             for device, operator, w in self.by_leaf.get(leaf, []):
                 weight[operator] += w
+                by_device[device] += w
                 members[operator].add(device)
         total = sum(weight.values())
         share = max(weight.values()) / total if total > 0 else max(map(len, members.values())) / len(devices)
         if share > self.dominance:
             return f"one operator holds {share:.0%} > dominance share {self.dominance:.0%}"
+        if self.device_dominance is not None and total > 0:
+            top = max(by_device.values()) / total
+            if top > self.device_dominance:
+                return f"one device holds {top:.0%} > device dominance share {self.device_dominance:.0%}"
         return None
 
 
@@ -248,7 +262,9 @@ def _cell_problems(built: BuiltDataset, entry: DatasetEntry, settings: Settings)
     contributions = built.internal.get("contributions")
     if not isinstance(contributions, pa.Table):
         return [*out, "cannot verify k and dominance: the built dataset carries no contributions"]
-    leaves = _Leaves(contributions, keys, settings.publish_k, settings.publish_dominance)
+    leaves = _Leaves(
+        contributions, keys, settings.publish_k, settings.publish_dominance, entry.device_dominance
+    )
     rows = rows_by_key(table, keys)
     rollup = entry.rollup
     position = keys.index(rollup.column) if rollup is not None else -1

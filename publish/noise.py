@@ -29,8 +29,8 @@ day), less the cells that lie inside a privacy zone.  So which cells exist revea
 spent on selecting them: OpenDP proves pure epsilon-DP (delta 0) for these releases.  Device rows outside
 the universe (a vehicle far outside the corridor) are dropped before contribution bounding.
 
-:func:`dp_spec` returns the dataset's spec with each column's description saying whether it is noisy or
-empty in this release, so the data dictionary and metadata state it too.
+:mod:`publish.dp_metadata` says in the release's metadata what a DP release gives (``dp_parameters``,
+``dp_spec``).
 """
 
 from __future__ import annotations
@@ -308,77 +308,3 @@ def noisy_suppression(
     result.suppressed_dominance = sum(r == "dominance" for r in result.reasons.values())
     result.suppressed_previous = sum(r == "previous" for r in result.reasons.values())
     return result
-
-
-def dp_parameters(plan: DpPlan, noisy: NoisyCells, days: int) -> dict[str, Any]:
-    """The differential-privacy part of the privacy report (privacy.json, datapackage, DCAT, CKAN)."""
-    return {
-        **noisy.report.as_dict(),
-        "privacy_unit": "device-day (one device's samples of one JST day)",
-        "guarantee": (
-            "epsilon-differential privacy per device-day: adding or removing all of one device's samples "
-            "of one JST day changes the probability of any output of this release by at most a factor "
-            "exp(epsilon); the ledger bounds the sum over all datasets and releases of that day "
-            "(privacy_budget).  A device active on n days is covered with n times that epsilon.  No "
-            "protection of an operator's fleet as a whole (many devices) and none of the operator list, "
-            "which is public."
-        ),
-        "contributions_per_day": plan.contributions_per_day,
-        "contributions_kept": "a keyed random L of a device-day's cells (HMAC-SHA256, not the values)",
-        "epsilon_share": plan.epsilon_share,
-        "devices_share": plan.devices_share,
-        "days": days,
-        "count_caps": dict(plan.counts),
-        "mean_bounds": {name: list(bounds) for name, bounds in plan.means.items()},
-        "noisy_columns": list(plan.noisy),
-        "totals_as_noisy_mean_times_noisy_devices": sorted(plan.totals),
-        "empty_columns": list(plan.dropped),
-        "cells": "public universe: every time bucket x every corridor cell (privacy zones excluded)",
-        "operators": "public list, noised per (cell, operator); not published",
-        "operators_count": len(noisy.operators),
-        "publication_threshold": noisy.threshold,
-        "expected_cells_without_devices_published_per_day": round(noisy.false_cells_per_day, 4),
-        "k_rule": (
-            "a cell is published when its noisy device count is at least publication_threshold: k, raised "
-            "until noise alone would publish at most dp_false_cells cells without any device per day"
-        ),
-        "dominance_rule": (
-            "a cell is suppressed when one operator's share of the noisy per-operator device counts "
-            "exceeds dominance_share (noisy values only; device shares, not samples)"
-        ),
-        "complementary_rule": "not applied: every published value is noisy, differences of them too",
-    }
-
-
-_NOISY_EN = (
-    " [Differential privacy in this release: noisy (OpenDP Laplace noise; a mean is over devices, each "
-    "device's own mean in the cell counting once); see privacy.json.]"
-)
-_NOISY_JA = (
-    "［この版は差分プライバシー: ノイズを加えた値（平均は端末ごとの平均の平均）。privacy.json 参照。］"
-)
-_DEVICES_EN = " [The published count is noisy: the true number of devices may be below k.]"
-_DEVICES_JA = "［公開値はノイズを含み、実際の端末数は k 未満の場合があります。］"
-_EMPTY_EN = " [Differential privacy in this release: always empty (not released under this mechanism).]"
-_EMPTY_JA = "［この版は差分プライバシー: 常に空欄（この方式では公開しません）。］"
-
-
-def dp_spec(spec: DatasetSpec, plan: DpPlan) -> DatasetSpec:
-    """``spec`` with each noisy or empty column saying so in its ja/en description."""
-    columns = []
-    for column in spec.columns:
-        if column.name == plan.devices_column:
-            en, ja = _NOISY_EN + _DEVICES_EN, _NOISY_JA + _DEVICES_JA
-        elif column.name in plan.noisy:
-            en, ja = _NOISY_EN, _NOISY_JA
-        elif column.name in plan.dropped:
-            en, ja = _EMPTY_EN, _EMPTY_JA
-        else:
-            columns.append(column)
-            continue
-        columns.append(
-            dataclasses.replace(
-                column, description_en=column.description_en + en, description_ja=column.description_ja + ja
-            )
-        )
-    return dataclasses.replace(spec, columns=tuple(columns))

@@ -15,7 +15,8 @@ just before the rename (and marked after it), and refuses a day whose folders ar
 (exact or DP) differs from another dataset's release of it.  ``latest`` is a small JSON file (not a
 symlink: it downloads and copies as what it is) naming the version published last.
 
-Rebuilding from ``provenance.json``'s ``source_versions`` (``at_versions``) gives the same bytes for the
+Rebuilding from the Delta versions the hub keeps for the release (``publish.source.record_source_versions``,
+not published) as ``at_versions`` gives the same bytes for the
 data files: queries round and sort deterministically and the data files hold no build time.
 
 **Differential privacy** (``dp_epsilon`` set, for the datasets with a plan in ``publish.noise``): the
@@ -66,6 +67,7 @@ from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
 from publish.previous import PROVENANCE, read_earlier, release_folders
 from publish.release_log import DP, EXACT, ReleaseLog, days_of, open_log
+from publish.source import record_source_versions
 from store.lake import Lake
 from store.settings import Settings
 
@@ -188,7 +190,6 @@ def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[st
         "date_from": built.date_from.isoformat(),
         "date_to": built.date_to.isoformat(),
         "timezone": "Asia/Tokyo",
-        "source_versions": dict(sorted(built.source_versions.items())),
         "received_until": built.parameters.get("received_until"),
         "parameters": built.parameters,
         "privacy": built.privacy.as_dict(),
@@ -196,8 +197,9 @@ def provenance(built: BuiltDataset, version: str, built_at: datetime) -> dict[st
         "code_version": code_version(),
         "built_at": built_at.isoformat(timespec="seconds"),
         "rebuild": (
-            "build_dataset(..., at_versions=source_versions, received_until=received_until) reads the same "
-            "samples; a later release repeats this one's rows for the days it published first"
+            "build_dataset(..., at_versions=<the Delta versions the hub keeps in "
+            "<lake>/_hub/publish/source-versions/>, received_until=received_until) reads the same samples; "
+            "a later release repeats this one's rows for the days it published first"
         ),
     }
 
@@ -284,6 +286,7 @@ def publish_release(
                 log=log,
                 mode=mode,
             )
+        record_source_versions(lake, dataset_id, name, built.source_versions)  # private: docs/PRIVACY.md
         late = late_samples(lake, repeated)
         if late:
             record_late(lake, dataset_id, late, received_until)

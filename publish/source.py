@@ -5,15 +5,19 @@ the samples whose ``ts`` falls in the range (Japan time, both ends inclusive), t
 ``received_until`` (``publish.closure``), and that do not lie in a privacy zone
 (``settings.privacy_zones_file``; a point on a zone's edge counts as inside).  The analyst
 views of ``store.views`` (``device_day`` ...), the ``jis_mesh`` macro and ``zone_at`` are created on top.
-The Delta version read of each table is returned: it is the release's provenance, and passing the same
-versions back (``at_versions``) rebuilds from exactly the same files.
+The Delta version read of each table is returned: it is the release's provenance, kept by the hub (not
+published: :func:`record_source_versions`), and passing the same versions back (``at_versions``) rebuilds
+from exactly the same files.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -127,3 +131,28 @@ def open_source(
         )
     create_analyst_views(con)
     return Source(con, versions, len(zones) if zones is not None else 0)
+
+
+SOURCE_VERSIONS = Path("_hub") / "publish" / "source-versions"
+
+
+def record_source_versions(lake: Lake, dataset_id: str, version: str, versions: Mapping[str, int]) -> Path:
+    """Keep the Delta versions a release read in ``{lake}/_hub/publish/source-versions/{dataset}/{version}
+    .json``, for the hub's operators and rebuilds (``at_versions``), not in the release: a later release's
+    versions would count the commits (late data) made after an earlier one (docs/PRIVACY.md)."""
+    path = Path(lake.root) / SOURCE_VERSIONS / dataset_id / f"{version}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(sorted(versions.items())), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_source_versions(lake: Lake, dataset_id: str, version: str) -> dict[str, int]:
+    """The Delta versions release ``dataset_id/version`` read (see :func:`record_source_versions`)."""
+    path = Path(lake.root) / SOURCE_VERSIONS / dataset_id / f"{version}.json"
+    try:
+        versions = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LakeError(f"No record of the Delta versions read by {dataset_id} {version} in {path}") from None
+    return {str(k): int(v) for k, v in versions.items()}

@@ -11,9 +11,11 @@ table, built and suppressed like the other aggregate datasets (``publish.cells``
   (``outside`` when the sample lies in no zone): the zones of ``store/geo/data/corridor_zones.geojson``.
 * **Cells**: (day, origin, destination) with the number of trips and of distinct devices; and per origin
   the total over all destinations (``destination_zone = all``).  The weight for dominance is trips.
-* **Rules**: k distinct devices per cell, operator dominance by trips, the residual rule on the per-origin
-  totals (the total minus its published cells must itself pass k and dominance, or be empty; in devices
-  too), closed days and repetition of a day's first release (``publish.closure``, ``publish.previous``).
+* **Rules**: k distinct devices per cell, operator dominance by trips, **device dominance** by trips (no
+  device above :data:`DEVICE_DOMINANCE` of a row's trips: one looping shuttle would make a row describe
+  its service), the residual rule on the per-origin totals (the total minus its published cells must
+  itself pass k and both dominance rules, or be empty; in devices too), closed days and repetition of a
+  day's first release (``publish.closure``, ``publish.previous``).
 
 No device, pseudonym, point or time finer than the day is published.  Under differential privacy
 (``dp_epsilon`` set) the dataset is left out: ``--all`` skips it, asking for it by name is refused before
@@ -43,6 +45,10 @@ _SCHEMA = "trips_od_day"  # a DuckDB schema whose views segment trips per device
 _DAY_SEPARATOR = "|"  # cannot occur in a device_id ([A-Za-z0-9_-]{1,64})
 _JST_DAY = "CAST(timezone('Asia/Tokyo', ts) AS DATE)"
 
+#: No device may hold more than this share of a row's trips.  At one half, the other devices of a published
+#: row made at least as many of its trips as its busiest vehicle: the count is not one vehicle's timetable.
+DEVICE_DOMINANCE = 0.5
+
 WITHOUT_DP = (
     "trips-od has no differential-privacy plan (its cells are not bounded per device and no noise is "
     "drawn), and an exact release of the same vehicles next to differentially private ones would not keep "
@@ -63,15 +69,16 @@ TRIPS_OD = DatasetSpec(
     description_ja=(
         "実証車両のトリップ数を、日本時間の日ごとに出発ゾーン（最初のサンプルのゾーン）と到着ゾーン（最後の"
         "サンプルのゾーン）の組み合わせで集計。出発ゾーンごとの合計（到着ゾーン all）も示します。端末数が k "
-        "未満の組み合わせや1事業者が大半を占める組み合わせは秘匿し、合計から秘匿した組み合わせが引き算で"
-        "分からないようにしています。軌跡・時刻・端末は公開しません。"
+        "未満の組み合わせ、1事業者が大半を占める組み合わせ、1台がトリップの半数を超える組み合わせは秘匿し、"
+        "合計から秘匿した組み合わせが引き算で分からないようにしています。軌跡・時刻・端末は公開しません。"
     ),
     description_en=(
         "Trips of the trial vehicles per Japan-time day, from the corridor zone of each trip's first sample "
         "(origin) to the zone of its last (destination), with each origin's total over all destinations "
-        f"(destination {ALL_DESTINATIONS}). Zone pairs with fewer than k devices or dominated by one "
-        "operator are suppressed, and totals are published only where subtraction cannot reveal a "
-        "suppressed pair. No path, time of day or device is published."
+        f"(destination {ALL_DESTINATIONS}). Zone pairs with fewer than k devices, dominated by one "
+        "operator or with more than half of their trips made by one vehicle are suppressed, and totals "
+        "are published only where subtraction cannot reveal a suppressed pair. No path, time of day or "
+        "device is published."
     ),
     keywords_ja=("OD 表", "トリップ", "自動運転", "モビリティ", "羽田", "蒲田", "大田区"),
     keywords_en=(
@@ -228,7 +235,8 @@ register(
         "devices": derive(Use.COUNT_DISTINCT, "state.device_id"),
     },
     without_dp=WITHOUT_DP,
+    device_dominance=DEVICE_DOMINANCE,
     preflight=_refuse_under_dp,
 )
 
-__all__ = ["ALL_DESTINATIONS", "DATASET_ID", "TRIPS_OD", "WITHOUT_DP", "trips_od"]
+__all__ = ["ALL_DESTINATIONS", "DATASET_ID", "DEVICE_DOMINANCE", "TRIPS_OD", "WITHOUT_DP", "trips_od"]

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 
 from corridorhub.cli import cli
 from corridorhub.simulator import DEFAULT_FAULTS, SampleKey, SimConfig, generate
+from publish.source import read_source_versions
 from store.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,9 +139,9 @@ def test_the_first_release_waits_until_the_replayed_history_is_in_the_lake(tmp_p
     assert out.index("the first release waits for") < out.index("publishing a first open-data release")
     releases = tmp_path / "data" / "releases"
     version = json.loads((releases / "fleet-activity" / "latest").read_text())["version"]
-    provenance = json.loads((releases / "fleet-activity" / version / "provenance.json").read_text())
     lake = Lake(tmp_path / "data" / "lake")
-    state = DeltaTable(lake.table_uri("state"), version=provenance["source_versions"]["state"])
+    versions = read_source_versions(lake, "fleet-activity", version)  # the hub's record of the versions read
+    state = DeltaTable(lake.table_uri("state"), version=versions["state"])
     read = ds.dataset(state.file_uris(), format="parquet").count_rows()
     assert read >= _history_state_rows(4, 120.0) > 0
 

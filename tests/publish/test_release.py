@@ -17,6 +17,7 @@ from publish.errors import GateFailed, NoData, NothingPublishable, ReleaseExists
 from publish.manifest import read_manifest
 from publish.model import BuiltDataset
 from publish.release import latest_version, list_versions, publish_release
+from publish.source import read_source_versions
 from store.lake import Lake
 from store.settings import Settings
 from tests.publish.telemetry import DAY, T0, Fleet, fleet_lake, fleet_records, write_fleet
@@ -54,7 +55,12 @@ def test_a_release_is_a_versioned_folder_with_provenance_and_latest(lake: Lake, 
     } <= names
     assert set(read_manifest(result.folder)) == names - {"manifest.json"}  # provenance listed too
     provenance = json.loads((result.folder / "provenance.json").read_text())
-    assert provenance["source_versions"] == {"event": 1, "network": 1, "state": 1}
+    assert "source_versions" not in provenance  # kept by the hub, next to the lake
+    assert read_source_versions(lake, "traffic-speed-mesh", result.version) == {
+        "event": 1,
+        "network": 1,
+        "state": 1,
+    }
     assert provenance["date_from"] == provenance["date_to"] == "2025-03-14"
     assert provenance["parameters"]["k"] == 10 and provenance["code_version"]
     assert provenance["privacy"]["cells_published"] == result.rows

@@ -271,3 +271,35 @@ def test_the_gate_refuses_a_pseudonym_column(tmp_path: Path, config: Settings) -
     renamed = built.table.rename_columns(["day_jst", "pseudonym", *built.table.column_names[2:]])
     problems = check(dataclasses.replace(built, table=renamed), config)
     assert any("'pseudonym' has an identifier-like or coordinate name" in p for p in problems), problems
+
+
+def looping_shuttle(loops: int) -> list[Trip]:
+    """Device 0 (an operator of its own) shuttles hic -> tenkubashi ``loops`` times, back between them."""
+    there = [Trip(0, "hic", "tenkubashi", slot=2 * i, operator="loop-co") for i in range(loops)]
+    back = [Trip(0, "tenkubashi", "hic", slot=2 * i + 1, operator="loop-co") for i in range(loops - 1)]
+    return there + back
+
+
+def test_a_pair_whose_trips_are_one_looping_shuttle_is_suppressed(tmp_path: Path, config: Settings) -> None:
+    """The audit's finding 8: 10 devices drove hic -> tenkubashi, 34 trips, 25 of them (74 %) one looping
+    shuttle.  k and operator dominance (74 % < 80 %) pass, but the count describes that one vehicle's
+    service: no device may hold more than half of a row's trips (the residual of a total included)."""
+    lake = trips_lake(tmp_path / "lake", looping_shuttle(25) + shuttles("hic", "tenkubashi", range(1, 10)))
+    built = build_dataset(lake, "trips-od", DAY, DAY, config)
+    assert od(built.table.to_pylist()) == {}  # the pair and hic's total: 34 trips, 10 devices, 74 % one
+    assert built.privacy.cells_suppressed_dominance == 2
+    assert built.privacy.extra["device_dominance_share"] == 0.5
+    # the gate refuses the row on its own: one device holds 74 % of its trips
+    row = {"day_jst": DAY, "origin_zone": "hic", "destination_zone": "tenkubashi", "trips": 34, "devices": 10}
+    leaky = pa.Table.from_pylist([row], schema=built.table.schema)
+    problems = check(dataclasses.replace(built, table=leaky), config)
+    assert any("one device holds 74% > device dominance share 50%" in p for p in problems), problems
+
+
+def test_a_shuttle_holding_half_of_a_pairs_trips_or_less_leaves_it_published(
+    tmp_path: Path, config: Settings
+) -> None:
+    lake = trips_lake(tmp_path / "lake", looping_shuttle(9) + shuttles("hic", "tenkubashi", range(1, 10)))
+    built = build_dataset(lake, "trips-od", DAY, DAY, config)
+    assert od(built.table.to_pylist())[("hic", "tenkubashi")] == (18, 10)  # the shuttle: 9 of 18
+    assert check(built, config) == []
