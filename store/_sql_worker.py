@@ -108,6 +108,11 @@ class Worker:
         self.sandbox: Sandbox = analyst_sandbox(Lake(lake), limits)
         with contextlib.suppress(CorridorHubError):  # no lake yet: each query will say so
             _ = self.sandbox.relations  # builds the database over the current snapshots
+        # one statement through the guard before the cap is measured: its first use asks DuckDB for the
+        # built-in macros (a connection of its own) and caches them, which must not count against queries
+        with contextlib.suppress(CorridorHubError), self.sandbox.query("SELECT 1") as warm:
+            warm.fetch_all()
+        _release_memory()
         self.cap = int(size_bytes(limits.memory_limit) * CAP_FACTOR)
         self.baseline = data_bytes()
         limit = self.baseline + self.cap
