@@ -243,7 +243,7 @@ class Settings:
     )
     http_keep_alive_s: float = field(default=5.0, metadata=_help("Seconds an idle connection stays open."))
     http_max_connections: int = field(
-        default=200, metadata=_help("Connections served at once; beyond, new requests get 503.")
+        default=500, metadata=_help("Connections served at once; beyond, new requests get 503.")
     )
     # -- publishing open data ------------------------------------------------------------------------
     publish_k: int = field(
