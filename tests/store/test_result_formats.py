@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,19 @@ TYPES: dict[str, str] = {
     "('-infinity'::TIMESTAMP_MS)) t(v)",
     "timestamp_ns": "SELECT * FROM (VALUES ('2025-03-14 09:27:00.123456789'::TIMESTAMP_NS), "
     "('infinity'::TIMESTAMP_NS)) t(v)",
+    "timestamp_ns nanoseconds": "SELECT * FROM (VALUES ('2020-01-01 00:00:00.123456789'::TIMESTAMP_NS), "
+    "(make_timestamp_ns(-1)), ('1677-09-22 00:00:00'::TIMESTAMP_NS)) t(v)",
+    "time_ns": "SELECT * FROM (VALUES ('01:02:03.123456789'::TIME_NS), ('12:00:00'::TIME_NS)) t(v)",
+    "time 24:00:00": "SELECT * FROM (VALUES ('24:00:00'::TIME), ('23:59:59.999999'::TIME)) t(v)",
+    # beyond Python's date and pyarrow's text: years past 9999, before 1 (DuckDB's "(BC)"), the extremes
+    "date extremes": "SELECT * FROM (VALUES ('0001-01-01 (BC)'::DATE), ('10000-01-01'::DATE), "
+    "('5881580-07-10'::DATE), ('5877642-06-25 (BC)'::DATE), ('0044-03-15 (BC)'::DATE)) t(v)",
+    "timestamp extremes": "SELECT * FROM (VALUES ('10000-01-01'::TIMESTAMP), ('294247-01-10'::TIMESTAMP), "
+    "(TIMESTAMP '290309-12-22 (BC) 00:00:00'), ('0001-01-01 (BC) 12:00:00.5'::TIMESTAMP)) t(v)",
+    "timestamptz extremes": "SELECT * FROM (VALUES ('10000-01-01'::TIMESTAMPTZ), "
+    "('294247-01-10'::TIMESTAMPTZ), ('0001-01-01 (BC) 23:59:59.999999'::TIMESTAMPTZ)) t(v)",
+    "timestamp_s extremes": "SELECT * FROM (VALUES ('10000-01-01'::TIMESTAMP_S), "
+    "('0001-01-01 (BC)'::TIMESTAMP_S)) t(v)",
     "interval": "SELECT * FROM (VALUES (INTERVAL '1 year 2 months 3 days 04:05:06.789'), "
     "(-INTERVAL '1 day 1 second'), (INTERVAL '0 seconds'), (INTERVAL '200000 hours')) t(v)",
     "list": "SELECT * FROM (VALUES ([1, NULL, 3]), ([]), (NULL)) t(v)",
@@ -85,6 +99,9 @@ TYPES: dict[str, str] = {
     "array": "SELECT * FROM (VALUES ([1, 2]::INTEGER[2])) t(v)",
     "struct": "SELECT * FROM (VALUES ({'a': 1, 'b': 'x', 'c': [1.5::DOUBLE, 2.5::DOUBLE]})) t(v)",
     "struct with nan": "SELECT * FROM (VALUES ({'a': 'nan'::DOUBLE, 'b': DATE '2025-03-14'})) t(v)",
+    "struct with extreme dates": "SELECT * FROM (VALUES ({'d': '5881580-07-10'::DATE, "
+    "'t': TIMESTAMP '290309-12-22 (BC) 00:00:00', 'n': '01:02:03.123456789'::TIME_NS})) t(v)",
+    "map of extreme dates": "SELECT * FROM (VALUES (MAP {'0001-01-01 (BC)'::DATE: '24:00:00'::TIME})) t(v)",
     "map": "SELECT * FROM (VALUES (MAP {'a': 1, 'b': 2}), (MAP {})) t(v)",
     "map with integer keys": "SELECT * FROM (VALUES (MAP {1: 'x', 2: 'y'})) t(v)",
     "union": "SELECT * FROM (VALUES (union_value(num := 2)::UNION(num INTEGER, str VARCHAR)), "
@@ -107,7 +124,10 @@ UNSUPPORTED = {
     ("hugeint extremes", "parquet"): "DECIMAL(38)",
     ("hugeint extremes", "arrow"): "DECIMAL(38)",
 }
-NESTED = {"list", "list of timestamps", "array", "struct", "struct with nan", "map", "map with integer keys"}
+NESTED = {
+    "list", "list of timestamps", "array", "struct", "struct with nan", "struct with extreme dates", "map",
+    "map with integer keys", "map of extreme dates",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +213,14 @@ def check_text_values(
         got = [json.loads(v) if fmt == "csv" and v is not None and label != "union" else v for v in received]
         if fmt == "csv" and label == "union":  # the member's value as text
             expected = [v if v is None or isinstance(v, str) else json.dumps(v) for v in expected]
-        if label in ("list of timestamps", "struct with nan"):
+        if label in ("list of timestamps", "struct with nan", "struct with extreme dates"):
             expected = _duckdb_json_quirks(expected)
         assert got == expected, (label, fmt)
         return
     assert cast_back(con, kind, received) == want, (label, fmt, received)
+
+
+_TO_JSON_TIMESTAMP = re.compile(r"^(\d{4,}-\d\d-\d\d(?: \(BC\))?) (\d\d:\d\d:\d\d[.\d]*)$")
 
 
 def _duckdb_json_quirks(values: list[Any]) -> list[Any]:
@@ -209,8 +232,8 @@ def _duckdb_json_quirks(values: list[Any]) -> list[Any]:
             return [fix(v) for v in value]
         if isinstance(value, dict):
             return {k: fix(v) for k, v in value.items()}
-        if isinstance(value, str) and len(value) == 19 and value[10] == " ":
-            return value.replace(" ", "T")
+        if isinstance(value, str):
+            return _TO_JSON_TIMESTAMP.sub(r"\1T\2", value)
         if isinstance(value, float) and value != value:
             return "nan"
         return value
