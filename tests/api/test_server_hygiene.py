@@ -121,7 +121,39 @@ def test_a_stalled_body_is_408(hub: Hub) -> None:
         conn.close()
     assert head.startswith(b"HTTP/1.1 408"), head[:200]
     error = json.loads(body)["error"]
-    assert error["code"] == "request_timeout" and "stalled" in error["message"]
+    assert error["code"] == "request_timeout" and "not all received within 1 s" in error["message"]
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_408_at_the_deadline(hub: Hub) -> None:
+    """One deadline for the whole body: a byte every 0.3 s (the gap far below the 1.5 s timeout) would take
+    60 s to send these 200 bytes; the answer is a 408 long before."""
+    settings = replace(hub.settings, http_body_timeout_s=1.5, http_header_timeout_s=30.0)
+    with running(settings) as (host, port):
+        conn = socket.create_connection((host, port))
+        conn.sendall(
+            b"POST /v1/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + hub.analyst.encode() + b"\r\nContent-Length: 200\r\n\r\n"
+        )
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        conn.settimeout(30)
+        try:
+            head, body = _read_response(conn)
+        finally:
+            stop.set()
+            sender.join(timeout=5)
+            conn.close()
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert json.loads(body)["error"]["code"] == "request_timeout"
 
 
 def test_connections_beyond_the_cap_get_503(hub: Hub) -> None:
