@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from api import create_app
 from corridorhub.cli import cli
+from store._temporal_text import temporal_text
 from store.keys import KeyStore
 from store.lake import Lake
 from store.result_formats import (
@@ -376,3 +378,38 @@ def test_intervals_print_as_duckdb_prints_them(oracle: duckdb.DuckDBPyConnection
         value = oracle.sql(f"SELECT INTERVAL '{literal}' AS v").to_arrow_table().column(0)[0].as_py()
         duck = oracle.execute(f"SELECT INTERVAL '{literal}'::VARCHAR").fetchall()[0][0]
         assert interval_text(value.months, value.days, value.nanoseconds) == duck
+
+
+def test_dates_and_timestamps_across_duckdbs_whole_range_print_as_duckdb_prints_them(
+    oracle: duckdb.DuckDBPyConnection,
+) -> None:
+    """20,000 seeded random days and microseconds from DuckDB's first to its last date and timestamp, and
+    the edges: the dates are DuckDB's text exactly; each timestamp (json and csv) casts back to itself."""
+    rng = random.Random(9)
+    days = [-2_147_483_646, 2_147_483_646, -719_528, -719_529, -1, 0, 59, 60, 2_932_896, 2_932_897]
+    days += [rng.randint(-2_147_483_646, 2_147_483_646) for _ in range(10_000)]
+    micros = [-9_223_372_022_400_000_000, 9_223_372_036_854_775_806, -1, 0, 253_402_300_800_000_000]
+    micros += [rng.randint(-9_223_372_022_400_000_000, 9_223_372_036_854_775_806) for _ in range(10_000)]
+    dates = pa.array(days, pa.int32()).view(pa.date32())
+    stamps = pa.array(micros, pa.int64()).view(pa.timestamp("us", "UTC"))
+    by_date = pa.table({"v": dates, "text": temporal_text(dates, "csv")})
+    by_time = pa.table(
+        {
+            "v": pa.concat_arrays([stamps, stamps]),
+            "text": pa.concat_arrays([temporal_text(stamps, "json"), temporal_text(stamps, "csv")]),
+        }
+    )
+    oracle.register("by_date", by_date)
+    oracle.register("by_time", by_time)
+    try:
+        wrong_dates = oracle.execute(
+            "SELECT text, v::VARCHAR FROM by_date WHERE text IS DISTINCT FROM v::VARCHAR LIMIT 5"
+        ).fetchall()
+        wrong_times = oracle.execute(
+            "SELECT text, v::VARCHAR FROM by_time "
+            "WHERE TRY_CAST(text AS TIMESTAMPTZ) IS DISTINCT FROM v LIMIT 5"
+        ).fetchall()
+    finally:
+        oracle.unregister("by_date")
+        oracle.unregister("by_time")
+    assert wrong_dates == [] and wrong_times == []
