@@ -62,6 +62,8 @@ def test_each_client_error_has_the_one_shape(hub: Hub, client: TestClient) -> No
     ]
     for response, status, code in cases:
         assert_error_shape(response, status, code)
+    deep = next(response for response, _, code in cases if code == "bad_request")
+    assert "nested too deeply" in deep.json()["error"]["message"]
 
 
 def test_validation_messages_name_the_field(hub: Hub, client: TestClient) -> None:
