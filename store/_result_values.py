@@ -88,6 +88,8 @@ def python_values(array: pa.Array) -> list[Any]:
 
 def _union_values(array: pa.UnionArray) -> list[Any]:
     """Each row's member value, rendered by the rules of the member's type."""
+    if array.offset:  # a slice (a batch cut at the row cap): type_codes would not be offset, its members are
+        array = pa.concat_arrays([array])
     kind = array.type
     members = [python_values(array.field(i)) for i in range(kind.num_fields)]
     child_of = {code: index for index, code in enumerate(kind.type_codes)}

@@ -39,6 +39,7 @@ from store.result_formats import (
     JsonEncoder,
     ParquetEncoder,
     interval_text,
+    python_values,
 )
 from store.settings import Settings
 
@@ -413,3 +414,11 @@ def test_dates_and_timestamps_across_duckdbs_whole_range_print_as_duckdb_prints_
         oracle.unregister("by_date")
         oracle.unregister("by_time")
     assert wrong_dates == [] and wrong_times == []
+
+
+@pytest.mark.parametrize("label", ["union", "map", "date extremes", "timestamp extremes"])
+def test_a_batch_cut_at_the_row_cap_keeps_its_values(oracle: duckdb.DuckDBPyConnection, label: str) -> None:
+    """The service slices the batch that holds the row cap: a slice renders as the same rows did whole."""
+    column = oracle.sql(TYPES[label]).to_arrow_table().column(0).combine_chunks()
+    whole = python_values(column)
+    assert python_values(column.slice(1)) == whole[1:]
