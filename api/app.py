@@ -103,9 +103,10 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 class BodyTimeout:
-    """Pure ASGI middleware: a request body that stalls for ``timeout_s`` between two parts fails with 408
-    (uvicorn has no body-read timeout).  Once the body is complete, ``receive`` is passed through untimed:
-    a streaming response waits on it for the client's disconnect."""
+    """Pure ASGI middleware: a request body not all received ``timeout_s`` after the request's headers fails
+    with 408 (uvicorn has no body-read timeout).  One deadline for the whole body, not a gap between parts:
+    a client sending a byte now and then cannot hold a connection for ever.  Once the body is complete,
+    ``receive`` is passed through untimed: a streaming response waits on it for the client's disconnect."""
 
     def __init__(self, app: ASGIApp, timeout_s: float) -> None:
         self.app = app
@@ -116,16 +117,18 @@ class BodyTimeout:
             await self.app(scope, receive, send)
             return
         complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def timed() -> Message:
             nonlocal complete
             if complete:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(
-                    408, f"The request body stalled for more than {self.timeout_s:g} s"
+                    408, f"The request body was not all received within {self.timeout_s:g} s"
                 ) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message

@@ -175,6 +175,10 @@ def install(app: FastAPI) -> None:
             message = f"Nothing at {request.url.path}: the routes are listed at /docs"
         elif status == 405 and message in ("", "Method Not Allowed"):
             message = f"{request.method} is not allowed on {request.url.path}"
+        elif (
+            status == 400 and message == "There was an error parsing the body"
+        ):  # FastAPI's, e.g. RecursionError
+            message = "The request body could not be parsed (JSON nested too deeply?): send flatter JSON"
         return error_response(status, _STATUS_CODES.get(status, "error"), message, exc.headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import secrets
 from typing import Any
 
 import click
@@ -76,7 +79,8 @@ def server_config(app: Any, settings: Settings) -> Any:
     """uvicorn's configuration of the service: keep-alive, a cap on connections (``limit_concurrency``:
     beyond it uvicorn answers 503) and a header-read timeout, which uvicorn lacks (its ``timeout_keep_alive``
     starts only after a first response: a client that connects and sends its headers slowly holds the
-    connection for ever), added by :func:`protocol_with_header_timeout`."""
+    connection for ever), added by :func:`protocol_with_header_timeout`, which also answers uvicorn's own
+    refusals (a malformed request, the connection cap) in the API's one JSON error shape."""
     import uvicorn
 
     return uvicorn.Config(
@@ -86,7 +90,7 @@ def server_config(app: Any, settings: Settings) -> Any:
         log_level=settings.log_level.lower(),
         timeout_keep_alive=max(1, round(settings.http_keep_alive_s)),
         limit_concurrency=settings.http_max_connections,
-        http=protocol_with_header_timeout(settings.http_header_timeout_s),
+        http=protocol_with_header_timeout(settings.http_header_timeout_s, settings.max_request_bytes),
         log_config=_log_config_with_request_ids(),
     )
 
@@ -106,19 +110,65 @@ def _log_config_with_request_ids() -> dict[str, Any]:
     return config
 
 
-def protocol_with_header_timeout(timeout_s: float) -> type[Any]:
+#: h11's reasons for refusing a request (``RemoteProtocolError``), as a user reads them.
+_PROTOCOL_ERRORS = {
+    "illegal request line": "The request line is not valid HTTP/1.1 (method, then a path of printable ASCII "
+    "characters, percent-encoded beyond, then the version)",
+    "bad Content-Length": "Content-Length must be a non-negative whole number of bytes",
+    "illegal chunk header": "A chunk size of the chunked request body is not a hexadecimal number",
+}
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
+_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _error_json(status: int, code: str, message: str, rid: str) -> bytes:
+    """The API's one error shape (``api.errors``), for answers uvicorn gives before the app is called."""
+    error = {"status": status, "code": code, "message": message, "request_id": rid}
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+def protocol_with_header_timeout(timeout_s: float, max_request_bytes: int) -> type[Any]:
     """uvicorn's h11 protocol, closing a connection whose request line and headers have not all arrived
-    ``timeout_s`` after it opened or after its previous response (a body is the app's to time: api.app)."""
+    ``timeout_s`` after it opened or after its previous response (a body is the app's to time: api.app).
+
+    It also answers what uvicorn answers itself in plain text in the API's JSON error shape, with a request
+    id: a request h11 cannot parse (400 ``bad_request``; an over-long Content-Length 413
+    ``body_too_large``) and a request beyond the connection cap (503 ``too_many_connections``)."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutH11(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _recent = b""  # the last bytes received, to tell an over-long Content-Length from a malformed one
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._cap, self.limit_concurrency = self.limit_concurrency, None  # checked here, answered JSON
+            self._app = self.app
+            self._last_error = ""
+            next_event = self.conn.next_event
+
+            def remembered() -> Any:
+                try:
+                    return next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._last_error = str(exc)
+                    raise
+
+            self.conn.next_event = remembered  # type: ignore[method-assign]
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
             self._arm()
 
+        def data_received(self, data: bytes) -> None:
+            self._recent = (self._recent + data)[-16384:]
+            super().data_received(data)
+
         def handle_events(self) -> None:
+            cap = self._cap
+            full = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)  # as uvicorn
+            self.app = self._too_many_connections if full else self._app
             super().handle_events()
             if (
                 self.cycle is not None
@@ -127,6 +177,47 @@ def protocol_with_header_timeout(timeout_s: float) -> type[Any]:
             ):
                 self._header_timer.cancel()  # a request started: its headers are in
                 self._header_timer = None
+
+        async def _too_many_connections(self, scope: Any, receive: Any, send: Any) -> None:
+            given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+            rid = given.decode() if _CLIENT_ID.match(given) else secrets.token_hex(8)
+            message = f"The service is serving its maximum of {self._cap} connections: retry shortly"
+            self.logger.warning("[%s] %s", rid, message)
+            body = _error_json(503, "too_many_connections", message, rid)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"x-request-id", rid.encode()),
+                (b"connection", b"close"),
+            ]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        def send_400_response(self, msg: str) -> None:
+            reason = self._last_error.split(":", 1)[0]
+            rid = secrets.token_hex(8)
+            declared = _CONTENT_LENGTH.search(self._recent)
+            if reason == "bad Content-Length" and declared and int(declared[1]) > max_request_bytes:
+                status, code, text = 413, "body_too_large", f"The body is over {max_request_bytes} bytes"
+            else:
+                text = _PROTOCOL_ERRORS.get(reason, f"The request is not valid HTTP/1.1 ({reason})")
+                status, code = 400, "bad_request"
+            self.logger.warning("[%s] %s: %s", rid, msg, reason)
+            if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # an answer already started
+                self.transport.close()
+                return
+            body = _error_json(status, code, text, rid)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode()),
+                (b"connection", b"close"),
+            ]
+            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+            self.transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -18,26 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_INFINITE_TIME = {pa.types.is_timestamp: 2**63 - 1, pa.types.is_date32: 2**31 - 1}
-
-
-def _infinite(array: pa.Array) -> tuple[pa.Array, pa.Array] | None:
-    """Masks of +infinity and -infinity in a date or timestamp array, or None when it holds neither."""
-    for test, top in _INFINITE_TIME.items():
-        if test(array.type):
-            raw = array.view(pa.int64() if top > 2**31 else pa.int32())
-            plus, minus = pc.greater_equal(raw, top), pc.less_equal(raw, -top)
-            if pc.any(plus).as_py() or pc.any(minus).as_py():
-                return plus, minus
-    return None
-
-
-def _with_infinity(array: pa.Array, values: list[Any], masks: tuple[pa.Array, pa.Array]) -> list[Any]:
-    for mask, text in zip(masks, ("infinity", "-infinity"), strict=True):
-        for index, hit in enumerate(mask.to_pylist()):
-            if hit:
-                values[index] = text
-    return values
+from store._temporal_text import beyond_arrow_text, is_temporal, temporal_text
 
 
 def _float_text(value: Any) -> Any:
@@ -77,28 +58,46 @@ def python_values(array: pa.Array) -> list[Any]:
             for row in range(len(array))
         ]
     if pa.types.is_map(kind):
+        as_list = array.cast(pa.list_(pa.struct([kind.key_field, kind.item_field])))
+        entries = as_list.flatten()  # keys and values rendered by these rules, then regrouped per row
+        pairs = iter(zip(python_values(entries.field(0)), python_values(entries.field(1)), strict=True))
+        lengths = pc.list_value_length(as_list).to_pylist()
         return [
-            None if pairs is None else {_key_text(k): _json_value(v) for k, v in pairs}
-            for pairs in array.to_pylist()
+            None if n is None else {_key_text(k): v for k, v in (next(pairs) for _ in range(n))}
+            for n in lengths
         ]
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         flat = iter(python_values(array.flatten()))
         lengths = pc.list_value_length(array).to_pylist()
         return [None if n is None else [next(flat) for _ in range(n)] for n in lengths]
-    masks = _infinite(array)
-    if masks is not None:
-        finite = pc.if_else(pc.or_(masks[0], masks[1]), pa.nulls(len(array), kind), array)
-        return _with_infinity(array, python_values(finite), masks)
+    if is_temporal(kind):
+        return list(temporal_text(array, "json").to_pylist())
+    if pa.types.is_union(kind):
+        return _union_values(array)
     values = array.to_pylist()
     if pa.types.is_floating(kind) and pc.all(pc.is_finite(array)).as_py() is False:
         return [_float_text(v) for v in values]  # NaN or an infinity somewhere
     if pa.types.is_interval(kind):
         return [None if v is None else interval_text(v.months, v.days, v.nanoseconds) for v in values]
-    if pa.types.is_union(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return [_json_value(v) for v in values]
     if pa.types.is_fixed_size_binary(kind):
         return [_json_value(v) for v in values]
     return list(values)
+
+
+def _union_values(array: pa.UnionArray) -> list[Any]:
+    """Each row's member value, rendered by the rules of the member's type."""
+    if array.offset:  # a slice (a batch cut at the row cap): type_codes would not be offset, its members are
+        array = pa.concat_arrays([array])
+    kind = array.type
+    members = [python_values(array.field(i)) for i in range(kind.num_fields)]
+    child_of = {code: index for index, code in enumerate(kind.type_codes)}
+    codes = array.type_codes.to_pylist()
+    if kind.mode == "dense":
+        offsets = array.offsets.to_pylist()
+        return [members[child_of[code]][offset] for code, offset in zip(codes, offsets, strict=True)]
+    return [members[child_of[code]][row] for row, code in enumerate(codes)]
 
 
 def _key_text(key: Any) -> str:
@@ -124,7 +123,7 @@ def json_default(value: Any) -> Any:
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, Decimal):
         return str(value)
-    if isinstance(value, (datetime, date)):  # pandas' Timestamp (nanoseconds) is a datetime subclass
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
     if hasattr(value, "months") and hasattr(value, "nanoseconds"):  # an interval inside a union
         return interval_text(value.months, value.days, value.nanoseconds)
@@ -143,12 +142,8 @@ def csv_ready(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
         kind = array.type
         if pa.types.is_dictionary(kind):
             array, kind, changed = array.dictionary_decode(), array.type.value_type, True
-        masks = _infinite(array)
-        if masks is not None:
-            text = pc.cast(array, pa.string())
-            text = pc.if_else(masks[0], pa.scalar("infinity"), text)
-            array = pc.if_else(masks[1], pa.scalar("-infinity"), text)
-            changed = True
+        if beyond_arrow_text(array):  # else pyarrow writes them as temporal_text would, unquoted
+            array, changed = temporal_text(array, "csv"), True
         elif _needs_text(kind):
             values = python_values(array)
             array = pa.array(

@@ -143,12 +143,18 @@ def one_line(message: str) -> str:
 MAX_LISTED = 8
 
 
+#: DuckDB's parser advises a setting the sandbox refuses (``SET max_expression_depth``).
+_DEPTH_ADVICE = re.compile(r'Use "SET max_expression_depth TO x" to increase the maximum expression depth\.')
+_FLATTEN_IT = "Flatten it, e.g. with CTEs (the sandbox's limit cannot be raised)."
+
+
 def analyst_message(message: str) -> str:
     """A DuckDB error as an analyst should read it: the first line, DuckDB's hints (``Candidate bindings:
     "speed_mps"``, ``Did you mean "state"?``, the candidate functions, at most :data:`MAX_LISTED` of a list)
     and the ``LINE 1: ...`` line with the caret under the culprit; blank lines dropped.  These echo only the
     analyst's own statement and the names they may query.  An internal error (a bug in DuckDB, whose
     message may hold a stack trace) keeps its first line only.  Paths are the caller's to hide."""
+    message = _DEPTH_ADVICE.sub(_FLATTEN_IT, message)  # the sandbox refuses SET: advise what works
     first = one_line(message)
     if first.startswith(("INTERNAL Error", "FATAL Error")):
         return first
@@ -399,6 +405,14 @@ def _check_show(node: dict[str, Any]) -> None:
         return
     if show_type == "SHOW_SPECIAL" and str(node.get("table_name", "")).strip('"').lower() == "tables":
         return
+    if show_type == "SHOW_FROM":
+        schema = ".".join(p for p in (node.get("catalog_name"), node.get("schema_name")) if p)
+        what = f"SHOW TABLES FROM {schema}"
+    elif str(node.get("table_name", "")) == "__show_tables_expanded":
+        what = "SHOW ALL TABLES"
+    else:
+        path = node.get("qualified_name", {}).get("path", [])
+        what = f"SHOW {node.get('table_name') or ' '.join(map(str, path))}"
     raise QueryRefused(
-        f"SHOW {node.get('table_name', '')} is not allowed: use DESCRIBE or SHOW TABLES".strip()
+        f"{what.strip()} is not allowed: the sandbox shows only its own tables; use SHOW TABLES or DESCRIBE"
     )

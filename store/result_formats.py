@@ -7,6 +7,8 @@ the query fails half-way, so that a client can tell (docs/API.md, "When a result
 Values, the same in every text format (json and csv; the conversions live in ``store._result_values``):
 
 * timestamps: json RFC 3339 text; csv ``YYYY-MM-DD HH:MM:SS.ffffff`` (``Z`` when zoned); dates ISO 8601;
+  built from the integers (``store._temporal_text``), so years past 9999, DuckDB's ``(BC)`` years, TIME
+  ``24:00:00`` and nanoseconds come out as DuckDB prints them;
   DuckDB's ``infinity`` and ``-infinity`` dates and timestamps as the text ``infinity`` / ``-infinity``
   (as DuckDB prints them); in parquet and arrow they stay the extreme integers DuckDB stores for them
   (DuckDB reads them back as infinity);

@@ -239,7 +239,7 @@ class Settings:
         metadata=_help("Seconds a client has to send a request's headers; then closed."),
     )
     http_body_timeout_s: float = field(
-        default=30.0, metadata=_help("Seconds a request body may stall before the request fails (408).")
+        default=30.0, metadata=_help("Seconds a whole request body may take after its headers; then 408.")
     )
     http_keep_alive_s: float = field(default=5.0, metadata=_help("Seconds an idle connection stays open."))
     http_max_connections: int = field(

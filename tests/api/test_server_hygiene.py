@@ -121,7 +121,88 @@ def test_a_stalled_body_is_408(hub: Hub) -> None:
         conn.close()
     assert head.startswith(b"HTTP/1.1 408"), head[:200]
     error = json.loads(body)["error"]
-    assert error["code"] == "request_timeout" and "stalled" in error["message"]
+    assert error["code"] == "request_timeout" and "not all received within 1 s" in error["message"]
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_408_at_the_deadline(hub: Hub) -> None:
+    """One deadline for the whole body: a byte every 0.3 s (the gap far below the 1.5 s timeout) would take
+    60 s to send these 200 bytes; the answer is a 408 long before."""
+    settings = replace(hub.settings, http_body_timeout_s=1.5, http_header_timeout_s=30.0)
+    with running(settings) as (host, port):
+        conn = socket.create_connection((host, port))
+        conn.sendall(
+            b"POST /v1/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + hub.analyst.encode() + b"\r\nContent-Length: 200\r\n\r\n"
+        )
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        conn.settimeout(30)
+        try:
+            head, body = _read_response(conn)
+        finally:
+            stop.set()
+            sender.join(timeout=5)
+            conn.close()
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def _assert_json_error(head: bytes, body: bytes, status: int, code: str) -> dict[str, object]:
+    """uvicorn's own refusals in the API's one error shape (tests/api/test_errors.py), id and all."""
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head[:200]
+    headers = dict(
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    )
+    assert headers[b"content-type"] == b"application/json", head
+    error = json.loads(body)["error"]
+    assert set(error) == {"status", "code", "message", "request_id"}, error
+    assert error["status"] == status and error["code"] == code, error
+    assert error["request_id"] == headers[b"x-request-id"].decode() and len(error["request_id"]) >= 8
+    assert isinstance(error["message"], str) and len(error["message"]) > 10
+    return error
+
+
+_POST = b"POST /v1/sql HTTP/1.1\r\nHost: x\r\n"
+MALFORMED = {
+    "garbage request line": (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    "Content-Length abc": (_POST + b"Content-Length: abc\r\n\r\n", 400, "bad_request"),
+    "Content-Length -1": (_POST + b"Content-Length: -1\r\n\r\n", 400, "bad_request"),
+    "Content-Length 10^23": (
+        b"POST /v1/sql HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        413,
+        "body_too_large",
+    ),
+    "non-UTF-8 path": (b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    "malformed chunk size": (
+        b"POST /v1/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        400,
+        "bad_request",
+    ),
+}  # fmt: skip
+
+
+def test_requests_uvicorn_cannot_parse_get_the_json_error_shape(hub: Hub) -> None:
+    settings = replace(hub.settings, http_header_timeout_s=30.0)
+    with running(settings) as (host, port):
+        for label, (raw, status, code) in MALFORMED.items():
+            conn = socket.create_connection((host, port))
+            conn.sendall(raw)
+            conn.settimeout(15)
+            head, body = _read_response(conn)
+            conn.close()
+            error = _assert_json_error(head, body, status, code)
+            assert "Invalid HTTP request received" not in str(error), label
 
 
 def test_connections_beyond_the_cap_get_503(hub: Hub) -> None:
@@ -129,9 +210,14 @@ def test_connections_beyond_the_cap_get_503(hub: Hub) -> None:
     with running(settings) as (host, port):
         held = [socket.create_connection((host, port)) for _ in range(2)]
         deadline = time.monotonic() + 15  # uvicorn counts a connection once its loop has accepted it
-        while (status := httpx.get(f"http://{host}:{port}/healthz", timeout=10).status_code) != 503:
-            assert time.monotonic() < deadline, f"a third connection was still served ({status})"
+        while (refused := httpx.get(f"http://{host}:{port}/healthz", timeout=10)).status_code != 503:
+            assert time.monotonic() < deadline, f"a third connection was still served ({refused.status_code})"
             time.sleep(0.1)
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_connections" and "2 connections" in error["message"]
+        assert (
+            error["request_id"] == refused.headers["X-Request-ID"] and refused.headers["Retry-After"] == "1"
+        )
         for sock in held:
             sock.close()
         deadline = time.monotonic() + 15

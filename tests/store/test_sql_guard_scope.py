@@ -215,3 +215,25 @@ def test_unsafe_macros_are_asked_of_duckdb() -> None:
     found = _unsafe_macros()
     assert {"pg_get_viewdef", "get_block_size", "pg_get_constraintdef", "format_type"} <= found
     assert not {"nullif", "current_user", "list_sum", "current_database"} & found
+
+
+def test_the_parser_depth_error_advises_what_the_sandbox_allows(sandbox: Sandbox) -> None:
+    with pytest.raises(QueryError) as caught:
+        rows(sandbox, "SELECT " + "(" * 5000 + "1" + ")" * 5000)
+    message = str(caught.value)
+    assert "Max expression depth" in message and "CTEs" in message
+    assert "SET max_expression_depth" not in message  # SET is refused in the sandbox
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("SHOW TABLES FROM pg_catalog", "SHOW TABLES FROM pg_catalog is not allowed"),
+        ("SHOW ALL TABLES", "SHOW ALL TABLES is not allowed"),
+        ("SHOW memory_limit", "SHOW memory_limit is not allowed"),
+    ],
+)
+def test_a_refused_show_names_what_was_shown(sandbox: Sandbox, sql: str, named: str) -> None:
+    with pytest.raises(QueryRefused) as caught:
+        rows(sandbox, sql)
+    assert str(caught.value).startswith(named) and "SHOW TABLES" in str(caught.value)
