@@ -51,13 +51,7 @@ Send an API key as `Authorization: Bearer <key>` (`corridorhub keys create`).  R
 
 
 def sandbox_limits(settings: Settings) -> SandboxLimits:
-    return SandboxLimits(
-        memory_limit=settings.sql_memory_limit,
-        threads=settings.sql_threads,
-        timeout_s=settings.sql_timeout_s,
-        max_rows=settings.sql_max_rows,
-        max_temp_size=settings.sql_max_temp_size,
-    )
+    return SandboxLimits.from_settings(settings)  # the same limits as `corridorhub sql`
 
 
 def create_app(settings: Settings) -> FastAPI:

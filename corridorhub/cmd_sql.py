@@ -90,8 +90,9 @@ def command(
         click.echo(format_table(result))
     if answer.truncated:
         click.echo(
-            f"Note: the result was truncated to the first {settings.sql_max_rows} rows "
-            "(raise --max-rows to see more).",
+            f"Note: the result was truncated to its first {result.num_rows} rows (at most "
+            f"{settings.sql_max_rows} rows and {settings.sql_max_result_mb} MiB: raise --max-rows or "
+            "CORRIDORHUB_SQL_MAX_RESULT_MB).",
             err=True,
         )
 

@@ -101,6 +101,16 @@ def _release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
+    """How many leading rows of ``batch`` fit in ``budget`` bytes (by its average row size: what the service
+    holds of a result stays near ``max_result_bytes``, whatever the row cap, docs/SANDBOX.md)."""
+    if batch.nbytes <= budget:
+        return batch.num_rows
+    if budget <= 0 or batch.num_rows == 0:
+        return 0
+    return int(batch.num_rows * budget / batch.nbytes)
+
+
 class Worker:
     def __init__(self, lake: str, limits: SandboxLimits, out: BinaryIO) -> None:
         self.out = out
@@ -138,11 +148,20 @@ class Worker:
         with result:
             writer = pa.ipc.new_stream(self.out, result.schema)
             try:
+                budget = self.limits.max_result_bytes
+                rows, cut = 0, False
                 for batch in result.batches(BATCH_ROWS):
+                    fitting = _rows_within(batch, budget)
+                    if fitting < batch.num_rows:
+                        batch, cut = batch.slice(0, fitting), True
+                    budget -= batch.nbytes
+                    rows += batch.num_rows
                     writer.write_batch(batch)
                     if time.monotonic() - started > STREAM_AFTER_S:
                         self.out.flush()
-                end = {"rows": result.rows, "truncated": result.truncated}
+                    if cut:
+                        break
+                end = {"rows": rows, "truncated": cut or result.truncated}
             except (CorridorHubError, MemoryError, pa.ArrowException) as exc:
                 end = {"error": error_kind(exc), "message": str(exc)}
             finally:

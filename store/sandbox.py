@@ -57,6 +57,8 @@ class SandboxLimits:
     #: A folder of the sandbox's own for spilling; a fresh temporary folder (removed on close) when None.
     temp_dir: Path | None = None
     max_temp_size: str = "2GB"
+    #: Bytes of result (Arrow buffers) handed back at most; the rest is cut and the result flagged truncated.
+    max_result_bytes: int = 64 * 2**20
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
@@ -67,6 +69,7 @@ class SandboxLimits:
             timeout_s=settings.sql_timeout_s,
             max_rows=settings.sql_max_rows,
             max_temp_size=settings.sql_max_temp_size,
+            max_result_bytes=settings.sql_max_result_mb * 2**20,
         )
 
     def __post_init__(self) -> None:

@@ -121,6 +121,7 @@ _BOUNDS: dict[str, _Bounds] = {
     "port": _Bounds(1, 65_535),
     "sql_timeout_s": _Bounds(0.1, 3600),
     "sql_max_rows": _Bounds(1, 100_000_000),
+    "sql_max_result_mb": _Bounds(1, 1_000_000),
     "sql_threads": _Bounds(1, 256),
     "sql_concurrency": _Bounds(1, 256),
     "sql_key_concurrency": _Bounds(1, 256),
@@ -208,6 +209,13 @@ class Settings:
     )
     sql_max_rows: int = field(
         default=100_000, metadata=_help("Rows returned at most; beyond, flagged truncated.")
+    )
+    sql_max_result_mb: int = field(
+        default=64,
+        metadata=_help(
+            "MiB of result (Arrow) one query returns at most; beyond, flagged truncated. The service holds "
+            "up to this much per running query (docs/SANDBOX.md)."
+        ),
     )
     sql_memory_limit: str = field(
         default="1GB",

@@ -28,6 +28,7 @@ from api_harness import DEVICES, ROWS_PER_DEVICE, _free_port, state_table
 from store.keys import KeyStore
 from store.lake import Lake
 
+RESULT_MB = 16  # what one query hands back at most (sql_max_result_mb)
 TIMEOUT_S = 3.0
 WORKERS = 3
 ATTACKS = {
@@ -107,6 +108,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "CORRIDORHUB_SQL_TIMEOUT_S": str(TIMEOUT_S),
         "CORRIDORHUB_SQL_CONCURRENCY": str(WORKERS),
         "CORRIDORHUB_SQL_THREADS": "1",
+        "CORRIDORHUB_SQL_MAX_RESULT_MB": str(RESULT_MB),
     }
     command = [sys.executable, "-m", "corridorhub", "--log-level", "WARNING", "serve", "--lake",
                str(folder / "lake"), "--port", str(port), "--releases", str(folder / "releases")]  # fmt: skip
@@ -253,3 +255,36 @@ async def _burst(service: Service, requests: int) -> list[tuple[int, str | None]
             return response.status_code, response.headers.get("Retry-After")
 
         return list(await asyncio.gather(*(one(i) for i in range(requests))))
+
+
+def test_large_results_do_not_grow_the_service(service: Service) -> None:
+    """The re-attack: four 900 MB CSV results at once took the service to 6 GB. Each is cut at
+    sql_max_result_mb and flagged truncated; the service holds a few of those at most."""
+    sql = "SELECT repeat('x', 9000) AS s FROM range(100000)"
+    baseline_mb = service.rss_mb()
+    answers: list[httpx.Response] = []
+
+    def fetch(key: str, fmt: str) -> None:
+        answers.append(
+            httpx.post(f"{service.url}/v1/sql", json={"sql": sql, "format": fmt},
+                       headers=service.headers(key), timeout=60)
+        )  # fmt: skip
+
+    with Watch(service) as watch:
+        threads = [
+            threading.Thread(target=fetch, args=(service.analysts[10 + i], fmt))
+            for i, fmt in enumerate(("csv", "csv", "parquet", "json"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [a.status_code for a in answers] == [200] * 4
+    for answer in answers:
+        if answer.headers["content-type"].startswith("application/json"):
+            assert answer.json()["truncated"] is True
+        else:
+            assert answer.headers["X-Corridorhub-Truncated"] == "true"
+        assert len(answer.content) < 3 * RESULT_MB * 2**20
+    grown = max([*watch.rss_mb, service.rss_mb()]) - baseline_mb
+    assert grown < 8 * RESULT_MB + 64, f"the service grew by {grown:.0f} MB"

@@ -189,7 +189,7 @@ def test_truncation_note_on_stderr(lake_path):
     )
     assert result.exit_code == 0
     assert len(list(csv.reader(io.StringIO(result.stdout)))) == 3  # header + 2 rows
-    assert "truncated to the first 2 rows" in result.stderr
+    assert "truncated to its first 2 rows (at most 2 rows and 64 MiB" in result.stderr
 
 
 def test_timeout_flag_stops_a_long_query(lake_path):

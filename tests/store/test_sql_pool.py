@@ -189,3 +189,23 @@ def test_an_idle_worker_killed_from_outside_is_replaced_before_anyone_needs_it(p
         assert time.monotonic() < deadline, pool.stats()
         time.sleep(0.1)
     assert _rows(pool, "SELECT 1 AS one") == [{"one": 1}]  # no query met a dead worker
+
+
+def test_a_result_larger_than_its_byte_budget_is_cut_and_flagged_truncated(lake: Lake) -> None:
+    """The re-attack's 900 MB CSV: what a worker hands back (and the service or CLI holds) stays within
+    ``max_result_bytes``, flagged truncated like the row cap."""
+    limits = SandboxLimits(
+        memory_limit="256MB", threads=1, timeout_s=30, max_rows=100_000, max_result_bytes=2**22
+    )
+    with SqlPool(lake.root, limits, size=1) as small:
+        small.start()
+        assert small.wait_ready(), "the worker did not start"
+        with small.query("SELECT repeat('x', 9000) AS s FROM range(20000)") as result:
+            table = result.fetch_all()
+            assert result.truncated is True
+        assert 0 < table.num_rows < 20_000
+        assert table.nbytes <= 2**22
+        assert set(table.column("s").to_pylist()) == {"x" * 9000}
+        with small.query("SELECT 1 AS one FROM range(10)") as result:  # small results are whole
+            assert result.fetch_all().num_rows == 10
+            assert result.truncated is False
