@@ -104,11 +104,12 @@ def _release_memory() -> None:
 def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
     """How many leading rows of ``batch`` fit in ``budget`` bytes (by its average row size: what the service
     holds of a result stays near ``max_result_bytes``, whatever the row cap, docs/SANDBOX.md)."""
-    if batch.nbytes <= budget:
-        return batch.num_rows
-    if budget <= 0 or batch.num_rows == 0:
+    size, rows = int(batch.nbytes), int(batch.num_rows)
+    if size <= budget:
+        return rows
+    if budget <= 0 or rows == 0:
         return 0
-    return int(batch.num_rows * budget / batch.nbytes)
+    return rows * budget // size
 
 
 class Worker:
