@@ -61,7 +61,15 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries, release_placed
+from publish.ledger import (
+    LedgerEntry,
+    PrivacyLedger,
+    check_charges_known,
+    ledger_path,
+    legacy_entries,
+    release_placed,
+    released_entries,
+)
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
@@ -258,7 +266,11 @@ def publish_release(
         )
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
-            ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
+            # per-dataset ledgers of old versions, and what DP folders state they spent (a lost ledger)
+            ledger.adopt(
+                [*legacy_entries(Path(settings.releases)), *released_entries(Path(settings.releases))]
+            )
+            check_charges_known(ledger, log, new_days)
             ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE, log.has))
             while version is None:  # a charged or logged version's name is never reused
                 bumped = log.unused_version(dataset_id, ledger.unused_version(dataset_id, name))
