@@ -91,9 +91,19 @@ class ReleaseLog:
     def adopt(self, found: Iterable[LoggedRelease]) -> int:
         """Add releases the log does not know yet (made before it, or restored); returns how many."""
         with locked(self.path):
-            entries, cuts = self._read(), self._cuts()
+            entries, cuts, found = self._read(), self._cuts(), list(found)
             known = {(e.dataset, e.version) for e in entries}
             new = [e for e in found if (e.dataset, e.version) not in known]
+            sums = {(e.dataset, e.version): e.manifest_sha256 for e in found}
+            backfilled = [  # entries logged before manifests were recorded: the first sight is kept
+                replace(e, manifest_sha256=sums.get((e.dataset, e.version), ""))
+                if not e.manifest_sha256
+                else e
+                for e in entries
+            ]
+            if backfilled != entries:
+                self._write(backfilled, cuts)
+                entries = backfilled
             for entry in new:
                 for day in entry.days:
                     _check_adopted_mode(entries, date.fromisoformat(day), entry)
@@ -109,8 +119,10 @@ class ReleaseLog:
         (fixed here, ``at``, for days that have none yet); every dataset reads a day up to its cut."""
         with locked(self.path):
             cuts = self._cuts()
+            before = len(cuts)
             fixed = {d.isoformat(): cuts.setdefault(d.isoformat(), at.isoformat()) for d in days}
-            self._write(self._read(), cuts)
+            if len(cuts) != before:
+                self._write(self._read(), cuts)
         return {date.fromisoformat(d): _instant(c) for d, c in fixed.items()}
 
     def manifest_sha256(self, dataset_id: str, version: str) -> str:
