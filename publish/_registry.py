@@ -31,6 +31,7 @@ class BuildRequest:
     previous: tuple[Path, ...] = ()  # version folders of earlier releases of the same dataset
     at_versions: Mapping[str, int] | None = None  # read these Delta versions (a rebuild), else the latest
     received_until: datetime | None = None  # read only samples received by then (publish.closure)
+    day_cuts: Mapping[date, datetime] | None = None  # days with a cut of their own (publish.release_log)
 
 
 Builder = Callable[[BuildRequest], BuiltDataset]

@@ -50,12 +50,14 @@ def build_dataset(
     previous: Iterable[Path] = (),
     at_versions: Mapping[str, int] | None = None,
     received_until: datetime | None = None,
+    day_cuts: Mapping[date, datetime] | None = None,
 ) -> BuiltDataset:
     """Build ``dataset_id`` for the JST days ``date_from`` .. ``date_to`` (inclusive).
 
     ``previous`` are the version folders of earlier releases of the same dataset: a day one of them
     published is repeated from the first of them, as it is.  ``at_versions`` reads those Delta table
-    versions instead of the latest (a rebuild); ``received_until`` reads only the samples received by then.
+    versions instead of the latest (a rebuild); ``received_until`` reads only the samples received by then;
+    ``day_cuts`` reads those days only up to their own cut (the day's one cut, ``publish.release_log``).
     Raises UnknownDataset, BadDateRange, NoData, UnsafeColumn, LakeError...
     """
     check_preconditions(dataset_id, settings)
@@ -70,5 +72,6 @@ def build_dataset(
         previous=tuple(sorted(Path(p) for p in previous)),
         at_versions=dict(at_versions) if at_versions is not None else None,
         received_until=received_until,
+        day_cuts=dict(day_cuts) if day_cuts else None,
     )
     return entry.builder(request)

@@ -63,6 +63,7 @@ def build_aggregate(request: BuildRequest, query: Query) -> BuiltDataset:
         settings,
         at_versions=request.at_versions,
         received_until=request.received_until,
+        day_cuts=request.day_cuts,
     )
     try:
         candidates = query(source.con, request)

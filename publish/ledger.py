@@ -46,10 +46,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from publish._jsonfile import dataset_busy, locked, write_atomic
+from publish.errors import PublishError
 from store.errors import ConfigError, PrivacyBudgetExhausted
+
+if TYPE_CHECKING:
+    from publish.release_log import ReleaseLog
 
 LEDGER_NAME = "privacy-ledger.json"
 FORMAT = 2
@@ -335,6 +339,51 @@ def legacy_entries(releases: Path) -> list[LedgerEntry]:
             name = f"{path.parent.name}/{path.name}"
             raise ConfigError(f"The old privacy ledger {name} has a malformed entry: {exc!r}") from exc
     return out
+
+
+def released_entries(releases: Path) -> list[LedgerEntry]:
+    """What the DP release folders state they spent (``privacy.json`` ``privacy_budget.this_release``), as
+    committed charges: a lost or replaced ledger is rebuilt from them (:meth:`PrivacyLedger.adopt`)."""
+    out = []
+    for path in sorted(Path(releases).glob("*/*/privacy.json")):
+        folder = path.parent
+        if folder.name.startswith(".") or folder.parent.name.startswith("."):
+            continue
+        try:
+            this = json.loads(path.read_text(encoding="utf-8"))["privacy"].get("privacy_budget", {})
+            this = this.get("this_release")
+            if not this:
+                continue
+            days = tuple(str(d) for d in this["days_charged"])
+            epsilon, delta = float(this["epsilon"]), float(this["delta"] or 0.0)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            where = f"{folder.parent.name}/{folder.name}/privacy.json"
+            raise ConfigError(f"Cannot read the privacy budget spent by release {where}: {exc!r}") from exc
+        token = f"folder:{folder.parent.name}/{folder.name}"
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        out.append(LedgerEntry(folder.parent.name, folder.name, days, epsilon, delta, "committed", token, at))
+    return out
+
+
+def check_charges_known(ledger: PrivacyLedger, log: ReleaseLog, days: Iterable[date]) -> None:
+    """Refuse to charge ``days`` while the release log names a DP release of them whose charge neither
+    the ledger nor its folder (gone) tells: the budget spent on them would be understated."""
+    wanted = {_iso(d) for d in days}
+    charged = {(e.dataset, e.version) for e in ledger.entries()}
+    for e in log.entries():
+        if (
+            e.mode != "dp"
+            or (e.dataset, e.version) in charged
+            or (log.releases / e.dataset / e.version).is_dir()
+        ):
+            continue
+        for day in sorted(wanted & set(e.days)):
+            raise PublishError(
+                f"{day} was published with differential privacy by {e.dataset} {e.version} (release log), "
+                f"but the privacy ledger {LEDGER_NAME} has no charge for it and its folder is gone: "
+                "the budget spent on the day cannot be told. Restore the ledger or that release's folder "
+                "from a backup"
+            )
 
 
 def _legacy_days(folder: Path, version: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ checks (docs/PRIVACY.md, "Closed days").
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,35 @@ def read_earlier(folders: Iterable[Path], spec: DatasetSpec, key_columns: Sequen
             EarlierRelease(folder, date_from, date_to, rows, built_at, parameters, received_until)
         )
     return EarlierReleases(tuple(releases), tuple(key_columns))
+
+
+def check_intact(folder: Path, manifest_sha256: str) -> None:
+    """Refuse an earlier release whose files are not those its manifest.json lists, or whose manifest is
+    not the one the release log recorded when the folder was placed (``manifest_sha256``; empty: none
+    recorded).  A rewritten copy (a restored backup, say) would otherwise be repeated as published."""
+    where = f"{folder.parent.name}/{folder.name}"
+    manifest = folder / "manifest.json"
+    try:
+        raw = manifest.read_bytes()
+        listed = json.loads(raw)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PublishError(f"Earlier release {where} has no readable manifest.json: {exc}") from exc
+    if manifest_sha256 and hashlib.sha256(raw).hexdigest() != manifest_sha256:
+        raise PublishError(
+            f"Earlier release {where}: manifest.json is not the one published (its sha256 differs from the "
+            "release log's); restore the folder from a true backup before publishing"
+        )
+    for item in listed:
+        path = folder / str(item["path"])
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise PublishError(f"Earlier release {where}: cannot read {item['path']}: {exc}") from exc
+        if digest != item["sha256"]:
+            raise PublishError(
+                f"Earlier release {where}: {item['path']} does not match its sha256 in manifest.json (the "
+                "file was changed after publication); restore the folder from a true backup before publishing"
+            )
 
 
 def release_folders(dataset_dir: Path) -> list[Path]:

@@ -61,12 +61,20 @@ from publish.closure import (
 from publish.datasets import dataset_entry
 from publish.errors import GateFailed, NothingPublishable, PublishError, ReleaseExists
 from publish.export import write_release
-from publish.ledger import LedgerEntry, PrivacyLedger, ledger_path, legacy_entries, release_placed
+from publish.ledger import (
+    LedgerEntry,
+    PrivacyLedger,
+    check_charges_known,
+    ledger_path,
+    legacy_entries,
+    release_placed,
+    released_entries,
+)
 from publish.manifest import write_manifest
 from publish.model import BuiltDataset, PrivacyReport
 from publish.noise import dp_plan
-from publish.previous import PROVENANCE, read_earlier, release_folders
-from publish.release_log import DP, EXACT, ReleaseLog, days_of, open_log
+from publish.previous import PROVENANCE, check_intact, read_earlier, release_folders
+from publish.release_log import DP, EXACT, MANIFEST, ReleaseLog, days_of, file_sha256, open_log
 from publish.source import record_source_versions
 from store.lake import Lake
 from store.settings import Settings
@@ -235,6 +243,8 @@ def publish_release(
         )
     with _dataset_lock(dataset_dir):
         log = open_log(Path(settings.releases), dataset_id, PROVENANCE)
+        for folder in release_folders(dataset_dir):  # their rows are repeated: they must be the public ones
+            check_intact(folder, log.manifest_sha256(dataset_id, folder.name))
         for stale in dataset_dir.glob(".tmp-*"):  # left by a publish that was killed (the log is settled)
             shutil.rmtree(stale, ignore_errors=True)
         name = version or log.unused_version(dataset_id, next_version(dataset_dir, date_from, date_to))
@@ -248,6 +258,7 @@ def publish_release(
         new_days = [d for d in days_between(date_from, date_to) if d not in repeated]
         if new_days:
             check_closed(new_days, lake, settings, received_until)
+        cuts = log.cut(new_days, received_until)  # any attempt fixes a day's one cut, for every dataset
         ledger = (
             PrivacyLedger(ledger_path(Path(settings.releases)), settings.dp_budget_epsilon)
             if plan is not None and new_days  # repeating days published before draws no new noise
@@ -255,7 +266,11 @@ def publish_release(
         )
         spending: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if ledger is not None and plan is not None:
-            ledger.adopt(legacy_entries(Path(settings.releases)))  # per-dataset ledgers of old versions
+            # per-dataset ledgers of old versions, and what DP folders state they spent (a lost ledger)
+            ledger.adopt(
+                [*legacy_entries(Path(settings.releases)), *released_entries(Path(settings.releases))]
+            )
+            check_charges_known(ledger, log, new_days)
             ledger.settle(release_placed(Path(settings.releases), dataset_id, PROVENANCE, log.has))
             while version is None:  # a charged or logged version's name is never reused
                 bumped = log.unused_version(dataset_id, ledger.unused_version(dataset_id, name))
@@ -283,6 +298,7 @@ def publish_release(
                 at_versions=at_versions,
                 received_until=received_until,
                 new_days=new_days,
+                cuts=cuts,
                 log=log,
                 mode=mode,
             )
@@ -346,7 +362,8 @@ def _days_published_before(
                 f"({'; '.join(differences)}): a day is published once, with one set of rules; publish a "
                 "range without it, or with the same settings"
             )
-        stamp = release.received_until or release.built_at
+        by_day = release.parameters.get("received_until_by_day") or {}
+        stamp = by_day.get(day.isoformat()) or release.received_until or release.built_at
         out[day] = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
     return out
 
@@ -384,6 +401,7 @@ def _build_and_place(
     at_versions: Mapping[str, int] | None,
     received_until: datetime,
     new_days: list[date],
+    cuts: Mapping[date, datetime],
     log: ReleaseLog,
     mode: str,
 ) -> tuple[BuiltDataset, list[Path], datetime]:
@@ -399,6 +417,7 @@ def _build_and_place(
         previous=release_folders(dataset_dir),
         at_versions=at_versions,
         received_until=received_until,
+        day_cuts=cuts,
     )
     if built.table.num_rows == 0 and not allow_empty:
         p = built.privacy
@@ -436,6 +455,7 @@ def _build_and_place(
         built.parameters.update(date_from=date_from.isoformat(), date_to=date_to.isoformat())
         built.parameters["received_until"] = received_until.isoformat()
         built.parameters["days_first_published"] = [d.isoformat() for d in new_days]
+        built.parameters["received_until_by_day"] = {d.isoformat(): c.isoformat() for d, c in cuts.items()}
         built.parameters.setdefault("code_version", code_version())
         written = write_release(built, tmp, settings, csv_bom=csv_bom, version=name, built_at=built_at)
         _write_json(tmp / PROVENANCE, provenance(built, name, built_at))
@@ -444,7 +464,8 @@ def _build_and_place(
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync(path)
         _fsync(tmp)
-        log.placing(dataset_id, name, days_of(date_from, date_to), mode, tmp.name)
+        manifest = file_sha256(tmp / MANIFEST)
+        log.placing(dataset_id, name, days_of(date_from, date_to), mode, tmp.name, manifest)
         try:
             os.rename(tmp, final)  # the lock and the exists() check: nothing is replaced
         except BaseException:

@@ -30,6 +30,7 @@ rewritten atomically under a lock (``publish._jsonfile``); it holds names and da
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +42,7 @@ from publish._jsonfile import dataset_busy, locked, write_atomic
 from publish.errors import PublishError, ReleaseExists
 
 LOG_NAME = "release-log.json"
+MANIFEST = "manifest.json"
 FORMAT = 1
 EXACT, DP = "exact", "dp"
 _MODE_TEXT = {EXACT: "exactly (without differential privacy)", DP: "with differential privacy"}
@@ -57,6 +59,8 @@ class LoggedRelease:
     state: str  # "placing" (being renamed into place) or "published"
     at: str  # UTC time it was logged (ISO 8601)
     tmp: str = ""  # the temporary folder's name while placing
+    received_until: str = ""  # an adopted folder's cut (its provenance), UTC ISO 8601
+    manifest_sha256: str = ""  # sha256 of its manifest.json when placed (or adopted)
 
     def covers(self, day: date) -> bool:
         return day.isoformat() in self.days
@@ -87,12 +91,44 @@ class ReleaseLog:
     def adopt(self, found: Iterable[LoggedRelease]) -> int:
         """Add releases the log does not know yet (made before it, or restored); returns how many."""
         with locked(self.path):
-            entries = self._read()
+            entries, cuts, found = self._read(), self._cuts(), list(found)
             known = {(e.dataset, e.version) for e in entries}
             new = [e for e in found if (e.dataset, e.version) not in known]
+            sums = {(e.dataset, e.version): e.manifest_sha256 for e in found}
+            backfilled = [  # entries logged before manifests were recorded: the first sight is kept
+                replace(e, manifest_sha256=sums.get((e.dataset, e.version), ""))
+                if not e.manifest_sha256
+                else e
+                for e in entries
+            ]
+            if backfilled != entries:
+                self._write(backfilled, cuts)
+                entries = backfilled
+            for entry in new:
+                for day in entry.days:
+                    _check_adopted_mode(entries, date.fromisoformat(day), entry)
+                    if entry.received_until:
+                        cuts[day] = min(filter(None, (cuts.get(day), entry.received_until)), key=_instant)
+                entries = [*entries, entry]
             if new:
-                self._write([*entries, *new])
+                self._write(entries, cuts)
             return len(new)
+
+    def cut(self, days: Iterable[date], at: datetime) -> dict[date, datetime]:
+        """Each day's one cut: the ``received_until`` of the first attempt of any dataset to publish it
+        (fixed here, ``at``, for days that have none yet); every dataset reads a day up to its cut."""
+        with locked(self.path):
+            cuts = self._cuts()
+            before = len(cuts)
+            fixed = {d.isoformat(): cuts.setdefault(d.isoformat(), at.isoformat()) for d in days}
+            if len(cuts) != before:
+                self._write(self._read(), cuts)
+        return {date.fromisoformat(d): _instant(c) for d, c in fixed.items()}
+
+    def manifest_sha256(self, dataset_id: str, version: str) -> str:
+        """The sha256 of the release's manifest.json the log recorded (empty when unknown)."""
+        found = [e.manifest_sha256 for e in self.entries(dataset_id) if e.version == version]
+        return found[0] if found else ""
 
     def unused_version(self, dataset_id: str, name: str) -> str:
         """``name`` (``...-r{n}``), or the next ``-r{n}`` the log has not seen for ``dataset_id``."""
@@ -119,10 +155,15 @@ class ReleaseLog:
                 if e.covers(day) and e.dataset == dataset_id and day not in held:
                     raise PublishError(_gone(day, e, self.releases))
 
-    def placing(self, dataset_id: str, version: str, days: Iterable[str], mode: str, tmp: str) -> None:
+    def placing(
+        self, dataset_id: str, version: str, days: Iterable[str], mode: str, tmp: str, manifest: str = ""
+    ) -> None:
         """Log a release about to be renamed into place from its temporary folder ``tmp`` (checking the
-        mode of its days again, against releases of other datasets made meanwhile)."""
-        entry = LoggedRelease(dataset_id, version, tuple(days), mode, "placing", _now(), tmp)
+        mode of its days again, against releases of other datasets made meanwhile), with the sha256 of
+        its manifest.json (``manifest``)."""
+        entry = LoggedRelease(
+            dataset_id, version, tuple(days), mode, "placing", _now(), tmp, manifest_sha256=manifest
+        )
         with locked(self.path):
             entries = self._read()
             for day in entry.days:
@@ -154,22 +195,38 @@ class ReleaseLog:
             out = [change(e) if (e.dataset, e.version) == (dataset_id, version) else e for e in entries]
             self._write([e for e in out if e is not None])
 
-    def _read(self) -> list[LoggedRelease]:
+    def _raw(self) -> dict[str, Any]:
         try:
             raw: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return []
+            return {"format": FORMAT, "releases": []}
         except (OSError, ValueError) as exc:
             raise PublishError(f"The release log {LOG_NAME} cannot be read: {exc}") from exc
         if raw.get("format") != FORMAT or not isinstance(raw.get("releases"), list):
             raise PublishError(f"The release log {LOG_NAME} is not a format-{FORMAT} release log")
+        return raw
+
+    def _cuts(self) -> dict[str, str]:
+        cuts = self._raw().get("cuts") or {}
+        if not isinstance(cuts, dict):
+            raise PublishError(f"The release log {LOG_NAME} has malformed day cuts")
+        return {str(k): str(v) for k, v in cuts.items()}
+
+    def _read(self) -> list[LoggedRelease]:
+        raw = self._raw()
         try:
             return [LoggedRelease(**{**item, "days": tuple(item["days"])}) for item in raw["releases"]]
         except (TypeError, KeyError) as exc:
             raise PublishError(f"The release log {LOG_NAME} has a malformed entry: {exc}") from exc
 
-    def _write(self, entries: list[LoggedRelease]) -> None:
-        write_atomic(self.path, {"format": FORMAT, "releases": [asdict(e) for e in entries]})
+    def _write(self, entries: list[LoggedRelease], cuts: Mapping[str, str] | None = None) -> None:
+        kept = dict(sorted((self._cuts() if cuts is None else cuts).items()))
+        write_atomic(self.path, {"format": FORMAT, "releases": [asdict(e) for e in entries], "cuts": kept})
+
+
+def _instant(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _settled(entry: LoggedRelease, releases: Path) -> LoggedRelease | None:
@@ -183,6 +240,17 @@ def _check_mode(entries: list[LoggedRelease], day: date, dataset_id: str, mode: 
     for e in entries:
         if e.covers(day) and e.mode != mode:
             raise PublishError(_mixed_modes(day, e, dataset_id, mode))
+
+
+def _check_adopted_mode(entries: list[LoggedRelease], day: date, found: LoggedRelease) -> None:
+    for e in entries:
+        if e.covers(day) and e.mode != found.mode:
+            raise PublishError(
+                f"Release folder {found.dataset}/{found.version} was published {_MODE_TEXT[found.mode]}, "
+                f"but {day} was published {_MODE_TEXT[e.mode]} by {e.dataset} {e.version} (release log "
+                f"{LOG_NAME}): a day takes one mode for every dataset, so the folder is not adopted; "
+                "remove it from the release folder (it belongs to another catalogue)"
+            )
 
 
 def _gone(day: date, entry: LoggedRelease, releases: Path) -> str:
@@ -235,10 +303,28 @@ def scan_releases(releases: Path, provenance: str = "provenance.json") -> list[L
                 f"Cannot read the date range of release {folder.parent.name}/{folder.name}: {exc}"
             ) from exc
         mode = DP if _is_dp(meta) else EXACT
+        cut = str(meta.get("received_until") or meta.get("built_at") or "")
         found.append(
-            LoggedRelease(folder.parent.name, folder.name, days_of(first, last), mode, "published", _now())
+            LoggedRelease(
+                folder.parent.name,
+                folder.name,
+                days_of(first, last),
+                mode,
+                "published",
+                _now(),
+                received_until=cut,
+                manifest_sha256=file_sha256(folder / MANIFEST),
+            )
         )
     return found
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file (empty when it is missing)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
 
 
 def _is_dp(provenance: Mapping[str, Any]) -> bool:

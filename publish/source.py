@@ -100,9 +100,11 @@ def open_source(
     *,
     at_versions: Mapping[str, int] | None = None,
     received_until: datetime | None = None,
+    day_cuts: Mapping[date, datetime] | None = None,
 ) -> Source:
     """A connection over the committed snapshot (or ``at_versions``), cut to the range, zones removed,
-    and (``received_until``) to what the hub had received by then: a day's rows are a function of those."""
+    and (``received_until``) to what the hub had received by then: a day's rows are a function of those.
+    ``day_cuts`` are the days another dataset published first, each read up to that day's cut."""
     con = lake.connect(views=False)  # LakeError, saying how a lake is made, when there is none
     con.execute("SET TimeZone = 'UTC'")
     zones = (
@@ -114,11 +116,7 @@ def open_source(
     start, end = jst_bounds(date_from, date_to)
     # JST day d runs from 15:00 UTC on d-1: the UTC partitions d-1 .. date_to hold the range.
     first, last = (date_from - timedelta(days=1)).isoformat(), date_to.isoformat()
-    received = (
-        f"(received_at IS NULL OR received_at <= TIMESTAMPTZ '{received_until.astimezone(UTC).isoformat()}')"
-        if received_until is not None
-        else "true"
-    )
+    received = received_before(received_until, day_cuts or {})
     versions: dict[str, int] = {}
     for name in STREAMS:
         wanted = None if at_versions is None else at_versions.get(name, -1)
@@ -131,6 +129,24 @@ def open_source(
         )
     create_analyst_views(con)
     return Source(con, versions, len(zones) if zones is not None else 0)
+
+
+def _instant(moment: datetime) -> str:
+    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
+
+
+def received_before(received_until: datetime | None, day_cuts: Mapping[date, datetime]) -> str:
+    """The SQL condition on ``received_at``: each day in ``day_cuts`` up to its own cut (the day's one
+    cut, ``publish.release_log``), every other day up to ``received_until``."""
+    default = f"received_at <= {_instant(received_until)}" if received_until is not None else "true"
+    if not day_cuts:
+        return f"(received_at IS NULL OR {default})"
+    cases = " ".join(
+        f"WHEN ts >= {start} AND ts < {end} THEN received_at <= {_instant(cut)}"
+        for day, cut in sorted(day_cuts.items())
+        for start, end in [jst_bounds(day, day)]
+    )
+    return f"(received_at IS NULL OR CASE {cases} ELSE {default} END)"
 
 
 SOURCE_VERSIONS = Path("_hub") / "publish" / "source-versions"

@@ -185,3 +185,34 @@ def test_no_release_file_holds_an_absolute_path_of_this_machine(
             assert not absolute.search(data), f"{path.name} holds an absolute path"
         provenance = json.loads((folder / "provenance.json").read_text())
         assert len(provenance["parameters"]["privacy_zones_sha256"]) == 64
+
+
+# N1: a day takes one cut, for every dataset
+
+
+def test_a_dataset_publishing_a_day_later_reads_only_what_had_arrived_at_the_days_first_release(
+    tmp_path: Path, lake: Lake, config: Settings
+) -> None:
+    publish_release(lake, "fleet-activity", DAY, DAY, config)  # the day's first publication: its cut
+    write_fleet(lake, LATE_VEHICLE, received_at=datetime.now(UTC))  # arrives after the cut
+    late = publish_release(lake, "network-quality-mesh", DAY, DAY, config)  # its first release of DAY
+    # the same dataset built from a lake that never received the late vehicle
+    clean = fleet_lake(tmp_path / "clean", Fleet(devices=12), Fleet(devices=12, seed=3, device_type="robot"))
+    ref = dataclasses.replace(config, lake=tmp_path / "clean", releases=tmp_path / "clean-releases")
+    reference = publish_release(clean, "network-quality-mesh", DAY, DAY, ref)
+    assert late.privacy.cells_before == reference.privacy.cells_before
+    assert rows_of(late.folder, "network-quality-mesh") == rows_of(reference.folder, "network-quality-mesh")
+
+
+def test_a_nothing_to_publish_attempt_fixes_the_days_cut_too(lake: Lake, config: Settings) -> None:
+    """Its message states the cell counts: a later attempt must count the same cells, not the late ones."""
+    strict = dataclasses.replace(config, publish_k=10_000)
+    with pytest.raises(PublishError, match="Nothing to publish") as first:
+        publish_release(lake, "fleet-activity", DAY, DAY, strict)
+    write_fleet(lake, LATE_VEHICLE, received_at=datetime.now(UTC))
+    with pytest.raises(PublishError, match="Nothing to publish") as again:
+        publish_release(lake, "fleet-activity", DAY, DAY, strict)
+    cells = re.compile(r"all (\d+) cells")
+    assert cells.search(str(again.value)).group(1) == cells.search(str(first.value)).group(1)  # type: ignore[union-attr]
+    log = json.loads((Path(config.releases) / "release-log.json").read_text(encoding="utf-8"))
+    assert list(log["cuts"]) == [DAY.isoformat()]

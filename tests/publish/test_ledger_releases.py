@@ -8,6 +8,7 @@ place and before the charge is committed.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 import publish.release
 from corridorhub.cli import cli
+from publish.errors import PublishError
 from publish.ledger import PrivacyLedger, ledger_path
 from publish.release import publish_release
 from store.errors import PrivacyBudgetExhausted
@@ -190,3 +192,32 @@ def test_a_killed_release_leaves_the_ledger_charged_for_what_it_drew(
         again = publish_release(lake, "fleet-activity", DAY, DAY, settings)
         assert again.version == "2025-03-14_2025-03-14-r2"
         assert ledger.spent(DAY).epsilon == pytest.approx(EPSILON * 0.6)
+
+
+# -- N4: a lost ledger is rebuilt from the DP release folders, or the publish is refused ----------------
+
+
+def test_a_lost_ledger_adopts_the_charges_the_dp_folders_state(lake: Lake, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    publish_release(lake, "traffic-speed-mesh", DAY, DAY, settings)
+    ledger_path(Path(settings.releases)).rename(tmp_path / "ledger-moved-away.json")
+    second = publish_release(lake, "fleet-activity", DAY, DAY, settings)
+    spent = PrivacyLedger(ledger_path(Path(settings.releases)), 100.0).spent(DAY)
+    truth = EPSILON * (SHARES["traffic-speed-mesh"] + SHARES["fleet-activity"])
+    assert spent.epsilon == pytest.approx(truth)
+    budget = json.loads((second.folder / "privacy.json").read_text())["privacy"]["privacy_budget"]
+    assert budget["spent_per_day"]["2025-03-14"]["epsilon"] == pytest.approx(truth)
+
+
+def test_a_lost_ledger_and_a_gone_dp_folder_refuse_the_day(lake: Lake, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    first = publish_release(lake, "traffic-speed-mesh", DAY, DAY, settings)
+    ledger_path(Path(settings.releases)).unlink()
+    shutil.rmtree(first.folder)
+    refused = (
+        rf"2025-03-14 was published with differential privacy by traffic-speed-mesh {first.version} "
+        r"\(release log\), but the privacy ledger privacy-ledger.json has no charge for it"
+    )
+    with pytest.raises(PublishError, match=refused):
+        publish_release(lake, "fleet-activity", DAY, DAY, settings)
+    assert versions(settings, "fleet-activity") == []

@@ -9,6 +9,7 @@ published nothing was never charged.  Real lakes, real DuckDB and OpenDP, real k
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -103,8 +105,11 @@ def test_a_version_name_is_never_reused_even_when_its_folder_is_gone(lake: Lake,
             "state": "published",
             "at": log["releases"][0]["at"],
             "tmp": "",
+            "received_until": "",
+            "manifest_sha256": log["releases"][0]["manifest_sha256"],
         }
     ]
+    assert len(log["releases"][0]["manifest_sha256"]) == 64  # recorded when placed
 
 
 def test_a_copied_catalogue_carries_its_log(lake: Lake, exact: Settings, tmp_path: Path) -> None:
@@ -299,3 +304,57 @@ def test_the_audits_deleted_folders_through_the_cli_name_each_day_and_dataset(
         assert line.startswith(f"Error: {dataset}: 2025-03-14 was published by {dataset} {R1}, whose ")
         assert "Restore the folder from a backup" in line
     assert not list((tmp_path / "releases").glob("*/2025-03-14*"))
+
+
+# -- N5: an earlier release is repeated only as it was published ------------------------------------------
+
+
+def rewrite_without_a_row(folder: Path, dataset_id: str) -> Path:
+    path = folder / f"{dataset_id}.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)
+    return path
+
+
+def test_an_earlier_release_whose_parquet_was_rewritten_is_not_repeated(lake: Lake, exact: Settings) -> None:
+    first = publish_release(lake, "fleet-activity", DAY, DAY, exact)
+    rewrite_without_a_row(first.folder, "fleet-activity")  # a tampered copy, manifest untouched
+    refused = rf"Earlier release fleet-activity/{R1}: fleet-activity.parquet does not match its sha256"
+    with pytest.raises(PublishError, match=refused):
+        publish_release(lake, "fleet-activity", DAY, DAY, exact)
+    assert folders(exact, "fleet-activity") == [R1]
+
+
+def test_a_rewritten_release_with_a_matching_manifest_is_refused_by_the_log(
+    lake: Lake, exact: Settings
+) -> None:
+    first = publish_release(lake, "fleet-activity", DAY, DAY, exact)
+    path = rewrite_without_a_row(first.folder, "fleet-activity")
+    manifest = json.loads((first.folder / "manifest.json").read_text(encoding="utf-8"))
+    for item in manifest["files"]:
+        if item["path"] == path.name:
+            item["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            item["bytes"] = path.stat().st_size
+    (first.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    refused = rf"Earlier release fleet-activity/{R1}: manifest.json is not the one published"
+    with pytest.raises(PublishError, match=refused):
+        publish_release(lake, "fleet-activity", DAY, DAY, exact)
+
+
+# -- N3: a folder of another catalogue cannot bring a second mode to a day --------------------------------
+
+
+def test_a_folder_copied_in_with_another_mode_for_a_logged_day_is_refused(
+    lake: Lake, exact: Settings, private: Settings, tmp_path: Path
+) -> None:
+    publish_release(lake, "fleet-activity", DAY, DAY, exact)
+    other = dataclasses.replace(private, releases=tmp_path / "other-catalogue")
+    dp = publish_release(lake, "safety-events", DAY, DAY, other)
+    shutil.copytree(dp.folder, Path(exact.releases) / "safety-events" / dp.version)
+    refused = (
+        rf"Release folder safety-events/{R1} was published with differential privacy, but 2025-03-14 was "
+        rf"published exactly .* by fleet-activity {R1} .* not adopted"
+    )
+    with pytest.raises(PublishError, match=refused):
+        publish_release(lake, "traffic-speed-mesh", DAY, DAY, exact)
+    assert [e.dataset for e in ReleaseLog(Path(exact.releases)).entries()] == ["fleet-activity"]
