@@ -9,7 +9,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +59,13 @@ def dataset_busy(releases: Path, dataset_id: str) -> bool:
             return True
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return False
+
+
+def unused_version(name: str, taken: Iterable[str]) -> str:
+    """``name`` (``...-r{n}``), or the next ``-r{n}`` not in ``taken`` (the ledger and the release log both
+    keep version names that must never be used twice)."""
+    used = set(taken)
+    while name in used:
+        stem, _, n = name.rpartition("-r")
+        name = f"{stem}-r{int(n) + 1}"
+    return name

@@ -48,7 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from publish._jsonfile import dataset_busy, locked, write_atomic
+from publish._jsonfile import dataset_busy, locked, unused_version, write_atomic
 from publish.errors import PublishError
 from store.errors import ConfigError, PrivacyBudgetExhausted
 
@@ -207,11 +207,7 @@ class PrivacyLedger:
 
     def unused_version(self, dataset_id: str, name: str) -> str:
         """``name`` (``...-r{n}``), or the next ``-r{n}`` this ledger has not charged for ``dataset_id``."""
-        charged = {e.version for e in self.entries(dataset_id)}
-        while name in charged:
-            stem, _, n = name.rpartition("-r")
-            name = f"{stem}-r{int(n) + 1}"
-        return name
+        return unused_version(name, (e.version for e in self.entries(dataset_id)))
 
     def settle(self, published: Callable[[LedgerEntry], bool | None]) -> list[LedgerEntry]:
         """Settle charges left by killed processes: ``published(entry)`` says True (its release may be out:

@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from publish._jsonfile import dataset_busy, locked, write_atomic
+from publish._jsonfile import dataset_busy, locked, unused_version, write_atomic
 from publish.errors import PublishError, ReleaseExists
 
 LOG_NAME = "release-log.json"
@@ -132,11 +132,7 @@ class ReleaseLog:
 
     def unused_version(self, dataset_id: str, name: str) -> str:
         """``name`` (``...-r{n}``), or the next ``-r{n}`` the log has not seen for ``dataset_id``."""
-        taken = {e.version for e in self.entries(dataset_id)}
-        while name in taken:
-            stem, _, n = name.rpartition("-r")
-            name = f"{stem}-r{int(n) + 1}"
-        return name
+        return unused_version(name, (e.version for e in self.entries(dataset_id)))
 
     def check(
         self, dataset_id: str, version: str, days: Iterable[date], mode: str, present: Iterable[date]
