@@ -48,7 +48,7 @@ RULE_KEYS = (
     "dp_false_cells",
     "dp_operators",
 )
-# rules a release made before they were recorded is compared without
+# rules that releases made before they were recorded lack: compared only where an earlier release has them
 _RECORDED_LATER = frozenset({"lateness_h", "dp_false_cells", "dp_operators"})
 
 
