@@ -50,14 +50,10 @@ Send an API key as `Authorization: Bearer <key>` (`corridorhub keys create`).  R
 """
 
 
-def sandbox_limits(settings: Settings) -> SandboxLimits:
-    return SandboxLimits.from_settings(settings)  # the same limits as `corridorhub sql`
-
-
 def create_app(settings: Settings) -> FastAPI:
     lake = Lake(settings.lake)
     metrics = ApiMetrics(Path(lake.root))
-    sandbox = analyst_sandbox(lake, sandbox_limits(settings))
+    sandbox = analyst_sandbox(lake, SandboxLimits.from_settings(settings))  # as `corridorhub sql`
     hub = Services(
         settings=settings,
         lake=lake,
